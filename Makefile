@@ -1,0 +1,101 @@
+# djinn-consumer — see README.md.
+#
+#   make            build ./djinn-consumer
+#   make deps       install the Debian packages the build and tests need
+#   make test       deps + build + whole GoogleTest suite (unit, integration)
+#   make asan       the same suite under AddressSanitizer + UBSan (SANITIZE=1)
+#   make bench      benchmarks against local servers (docs/performance.md)
+#   make fuzz       fuzz the decoders for FUZZ_SECONDS each (clang/libFuzzer)
+#   make demo       the main job end to end on throwaway local servers
+#   make install    PREFIX, DESTDIR, SYSCONFDIR honoured
+#
+# BUILD=dir puts objects elsewhere (several builds side by side).
+
+VERSION    := 0.1.0
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+SANITIZE   ?= 0
+BUILD      ?= build
+
+CXX      ?= g++
+CXXSTD   := -std=c++20
+WARN     := -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wformat=2
+OPT      ?= -O2
+PKGS     := hiredis libpq libcurl libconfig libseccomp msgpack nlohmann_json
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ifeq ($(SANITIZE),1)
+  BUILD   := $(BUILD)-asan
+  SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  OPT     := -O1
+endif
+
+CPPFLAGS += -I. -DDJINN_VERSION='"$(VERSION)"' -D_GNU_SOURCE
+CXXFLAGS += $(CXXSTD) $(OPT) -g $(WARN) $(SANFLAGS) $(PKG_CFLAGS) -MMD -MP
+LDFLAGS  += $(SANFLAGS)
+LDLIBS   += $(PKG_LIBS) -lpthread
+
+LIB_SRCS := $(wildcard common/*.cc) $(wildcard worker/*.cc) $(wildcard worker/jobs/*.cc) \
+            $(filter-out master/main.cc,$(wildcard master/*.cc))
+LIB_OBJS := $(LIB_SRCS:%.cc=$(BUILD)/%.o)
+LIB      := $(BUILD)/libdjinn.a
+
+HARNESS_SRCS := $(wildcard tests/harness/*.cc)
+UNIT_SRCS := $(wildcard tests/unit/*.cc) $(HARNESS_SRCS)
+INTEG_SRCS := $(wildcard tests/integration/*.cc) $(HARNESS_SRCS)
+UNIT_OBJS := $(UNIT_SRCS:%.cc=$(BUILD)/%.o)
+INTEG_OBJS := $(INTEG_SRCS:%.cc=$(BUILD)/%.o)
+GTEST_LIBS := -lgtest -lgtest_main -lgmock -lcrypto
+
+BIN := djinn-consumer
+ifeq ($(SANITIZE),1)
+  BIN := $(BUILD)/djinn-consumer
+endif
+
+.PHONY: all deps test unit integration asan bench fuzz demo install uninstall clean check-config
+
+all: $(BIN)
+
+$(BIN): $(BUILD)/master/main.o $(LIB)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/unit_tests: $(UNIT_OBJS) $(LIB)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS) $(LDLIBS)
+
+$(BUILD)/integration_tests: $(INTEG_OBJS) $(LIB)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS) $(LDLIBS)
+
+deps:
+	@sh tests/deps.sh
+
+# The test binaries find the daemon through DJINN_CONSUMER.
+test: deps
+	@$(MAKE) --no-print-directory $(BIN) $(BUILD)/unit_tests $(BUILD)/integration_tests
+	@sh tests/run.sh $(BUILD) $(abspath $(BIN))
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+integration: $(BIN) $(BUILD)/integration_tests
+	DJINN_CONSUMER=$(abspath $(BIN)) $(BUILD)/integration_tests
+
+asan:
+	@$(MAKE) --no-print-directory SANITIZE=1 test
+
+check-config: $(BIN)
+	./$(BIN) -t -config etc/djinn-consumer.conf
+
+clean:
+	rm -rf build build-asan djinn-consumer
+
+-include $(sort $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d)) $(BUILD)/master/main.d

@@ -1,0 +1,541 @@
+#include "common/sandbox.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/landlock.h>
+#include <pwd.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace djinn {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+void AddNote(std::string* notes, const std::string& note) {
+  if (notes == nullptr) return;
+  if (!notes->empty()) *notes += "; ";
+  *notes += note;
+}
+
+Status StepErrno(const std::string& step, int err) {
+  return Status::FromErrno("sandbox: " + step, err);
+}
+
+// Landlock and NO_NEW_PRIVS bind only the calling thread; a second thread
+// would run unsandboxed. -1 when /proc is not readable.
+int CountThreads() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) {
+      return std::atoi(line.c_str() + std::strlen("Threads:"));
+    }
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------
+// Users and groups. The *_r functions return the error number instead of
+// setting errno, and report "not found" as 0 with a null result (some NSS
+// modules answer ENOENT or ESRCH instead); ERANGE means "grow the buffer".
+
+size_t InitialBufferSize(int sysconf_name) {
+  long n = sysconf(sysconf_name);
+  return n > 0 ? static_cast<size_t>(n) : 16384;
+}
+
+constexpr size_t kMaxNssBuffer = 1 << 20;
+
+bool IsNotFound(int rc) {
+  return rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM;
+}
+
+struct UserIds {
+  uid_t uid;
+  gid_t gid;  // primary group
+};
+
+Result<UserIds> LookupUser(const std::string& user) {
+  std::vector<char> buf(InitialBufferSize(_SC_GETPW_R_SIZE_MAX));
+  for (;;) {
+    passwd pw{};
+    passwd* found = nullptr;
+    int rc = getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
+    if (rc == ERANGE && buf.size() < kMaxNssBuffer) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (found != nullptr) return UserIds{pw.pw_uid, pw.pw_gid};
+    if (IsNotFound(rc)) {
+      return Status::Permanent("sandbox: user \"" + user + "\" not found");
+    }
+    return StepErrno("getpwnam_r(\"" + user + "\")", rc);
+  }
+}
+
+Result<gid_t> LookupGroup(const std::string& group) {
+  std::vector<char> buf(InitialBufferSize(_SC_GETGR_R_SIZE_MAX));
+  for (;;) {
+    struct group gr {};
+    struct group* found = nullptr;
+    int rc = getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &found);
+    if (rc == ERANGE && buf.size() < kMaxNssBuffer) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (found != nullptr) return gr.gr_gid;
+    if (IsNotFound(rc)) {
+      return Status::Permanent("sandbox: group \"" + group + "\" not found");
+    }
+    return StepErrno("getgrnam_r(\"" + group + "\")", rc);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Landlock. Raw syscalls: glibc has no wrappers. The numbers are the same on
+// every architecture (unified syscall table), so define them when the libc
+// headers predate Landlock.
+
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#endif
+#ifndef SYS_landlock_add_rule
+#define SYS_landlock_add_rule 445
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+
+// Access bits are kernel ABI and never change; spelled out here because the
+// installed <linux/landlock.h> may be older than the running kernel (Debian
+// 12's stops at ABI 2).
+constexpr uint64_t kFsWriteFile = 1ULL << 1;
+constexpr uint64_t kFsRemoveDir = 1ULL << 4;
+constexpr uint64_t kFsRemoveFile = 1ULL << 5;
+constexpr uint64_t kFsMakeChar = 1ULL << 6;
+constexpr uint64_t kFsMakeDir = 1ULL << 7;
+constexpr uint64_t kFsMakeReg = 1ULL << 8;
+constexpr uint64_t kFsMakeSock = 1ULL << 9;
+constexpr uint64_t kFsMakeFifo = 1ULL << 10;
+constexpr uint64_t kFsMakeBlock = 1ULL << 11;
+constexpr uint64_t kFsMakeSym = 1ULL << 12;
+constexpr uint64_t kFsRefer = 1ULL << 13;     // ABI 2
+constexpr uint64_t kFsTruncate = 1ULL << 14;  // ABI 3
+static_assert(kFsWriteFile == LANDLOCK_ACCESS_FS_WRITE_FILE);
+static_assert(kFsMakeSym == LANDLOCK_ACCESS_FS_MAKE_SYM);
+
+// Every write-type right the given ABI knows. Asking for a right the kernel
+// does not know makes landlock_create_ruleset fail with EINVAL.
+uint64_t WriteRights(int abi) {
+  uint64_t rights = kFsWriteFile | kFsRemoveDir | kFsRemoveFile | kFsMakeChar |
+                    kFsMakeDir | kFsMakeReg | kFsMakeSock | kFsMakeFifo |
+                    kFsMakeBlock | kFsMakeSym;
+  if (abi >= 2) rights |= kFsRefer;
+  if (abi >= 3) rights |= kFsTruncate;
+  return rights;
+}
+
+// Rights that may be granted on a non-directory (others give EINVAL).
+uint64_t FileWriteRights(int abi) {
+  return kFsWriteFile | (abi >= 3 ? kFsTruncate : 0);
+}
+
+// Adds a path-beneath rule. Returns false (and no error) when the path does
+// not exist, so the caller can note it.
+Result<bool> AddPathRule(int ruleset_fd, const std::string& path, bool want_dir,
+                         uint64_t allowed) {
+  int flags = O_PATH | O_CLOEXEC | (want_dir ? O_DIRECTORY : 0);
+  UniqueFd fd(open(path.c_str(), flags));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return false;
+    return StepErrno("landlock: open(" + path + ")", errno);
+  }
+  if (!want_dir) {
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) {
+      return StepErrno("landlock: fstat(" + path + ")", errno);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      return Status::Permanent("sandbox: landlock: " + path +
+                               " is a directory, expected a file");
+    }
+  }
+  landlock_path_beneath_attr attr{};
+  attr.allowed_access = allowed;
+  attr.parent_fd = fd.get();
+  if (syscall(SYS_landlock_add_rule, ruleset_fd, LANDLOCK_RULE_PATH_BENEATH,
+              &attr, 0) != 0) {
+    return StepErrno("landlock: add rule for " + path, errno);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Seccomp
+
+struct SeccompRelease {
+  void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
+};
+using SeccompPtr = std::unique_ptr<void, SeccompRelease>;
+
+// Answered with EPERM. Why each is here: the worker downloads files over
+// the network and writes them to the store; none of these serve that, and
+// each is a classic step of an escape or of persistence after compromise.
+constexpr const char* kDeniedSyscalls[] = {
+    // Running other programs.
+    "execve",
+    "execveat",
+    // Inspecting or stealing from other processes (same uid = the other
+    // workers, who hold the same secrets but also the other jobs).
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    // Mounts and root changes, old and new mount API.
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    // Kernel code and kernel attack surface.
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "iopl",
+    "ioperm",
+    "lookup_dcookie",
+    "uselib",
+    // Namespaces (clone's CLONE_NEW* flags are filtered below).
+    "unshare",
+    "setns",
+    // Kernel keyrings.
+    "keyctl",
+    "add_key",
+    "request_key",
+    // System administration.
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "quotactl",
+    "syslog",
+    "vhangup",
+    "nfsservctl",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    // Identity: the drop (if any) is done; nothing may change ids again.
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setgroups",
+    "setfsuid",
+    "setfsgid",
+};
+
+// clone(2) flags that create namespaces. CLONE_NEWTIME (0x80) is left out:
+// in clone() that bit belongs to the exit signal; only unshare and clone3
+// accept it, and both are blocked. (On x86_64 and arm64 clone's flags are
+// argument 0.)
+constexpr uint64_t kCloneNewFlags[] = {
+    CLONE_NEWNS,   CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
+    CLONE_NEWUSER, CLONE_NEWPID,    CLONE_NEWNET,
+};
+
+Status SeccompErr(const std::string& what, int rc) {
+  // libseccomp returns negative errno values.
+  return StepErrno("seccomp: " + what, -rc);
+}
+
+Result<int> ResolveSyscall(const char* name) {
+  int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) {
+    return Status::Permanent(std::string("sandbox: seccomp: libseccomp does "
+                                         "not know syscall ") +
+                             name);
+  }
+  return nr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Status SetRlimits(const SandboxOptions& opts) {
+  if (opts.max_open_files == 0) {
+    return Status::Permanent("sandbox: max_open_files must be > 0");
+  }
+  if (!opts.core_dumps) {
+    // Hard limit too: a compromised worker cannot turn cores back on.
+    rlimit core{0, 0};
+    if (setrlimit(RLIMIT_CORE, &core) != 0) {
+      return StepErrno("setrlimit(RLIMIT_CORE, 0)", errno);
+    }
+  }
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) {
+    return StepErrno("getrlimit(RLIMIT_NOFILE)", errno);
+  }
+  // Raising the hard limit needs CAP_SYS_RESOURCE and is not what anyone
+  // asked for; cap at the current hard limit.
+  rlim_t want = std::min<rlim_t>(opts.max_open_files, nofile.rlim_max);
+  rlimit set{want, want};
+  if (setrlimit(RLIMIT_NOFILE, &set) != 0) {
+    return StepErrno("setrlimit(RLIMIT_NOFILE, " + std::to_string(want) + ")",
+                     errno);
+  }
+  return Status::Ok();
+}
+
+Status DropPrivileges(const std::string& user, const std::string& group) {
+  if (user.empty()) {
+    return Status::Permanent("sandbox: privilege drop: no user given");
+  }
+  if (geteuid() != 0) {
+    return Status::Permanent("sandbox: privilege drop to " + user +
+                             " needs root, euid is " +
+                             std::to_string(geteuid()));
+  }
+  Result<UserIds> ids = LookupUser(user);
+  if (!ids.ok()) return ids.status();
+  if (ids->uid == 0) {
+    return Status::Permanent("sandbox: user " + user +
+                             " has uid 0; refusing to run workers as root");
+  }
+  gid_t gid = ids->gid;
+  if (!group.empty()) {
+    Result<gid_t> g = LookupGroup(group);
+    if (!g.ok()) return g.status();
+    gid = *g;
+  }
+  const std::string who = user + " (uid " + std::to_string(ids->uid) + " gid " +
+                          std::to_string(gid) + ")";
+
+  // Order matters: groups and gid while we still may, uid last.
+  if (setgroups(1, &gid) != 0) return StepErrno("setgroups for " + who, errno);
+  if (setgid(gid) != 0) return StepErrno("setgid for " + who, errno);
+  if (setuid(ids->uid) != 0) return StepErrno("setuid for " + who, errno);
+
+  // Trust, but verify: a kernel or libc that kept a saved uid of 0 (or a
+  // capability) would let a compromised worker take root back.
+  if (setuid(0) == 0 || seteuid(0) == 0) {
+    return Status::Permanent("sandbox: regained root after dropping to " + who);
+  }
+  if (getuid() == 0 || geteuid() == 0) {
+    return Status::Permanent("sandbox: still uid 0 after dropping to " + who);
+  }
+  if (gid != 0 && (setgid(0) == 0 || setegid(0) == 0)) {
+    return Status::Permanent("sandbox: regained gid 0 after dropping to " +
+                             who);
+  }
+  if (getgid() != gid || getegid() != gid) {
+    return Status::Permanent("sandbox: gid is not " + std::to_string(gid) +
+                             " after dropping to " + who);
+  }
+  return Status::Ok();
+}
+
+Result<int> LandlockAbi() {
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0,
+                     LANDLOCK_CREATE_RULESET_VERSION);
+  if (abi >= 0) return static_cast<int>(abi);
+  // ENOSYS: not built in. EOPNOTSUPP: built in but disabled at boot (not in
+  // the lsm= list). Both just mean "no Landlock here".
+  if (errno == ENOSYS || errno == EOPNOTSUPP) return 0;
+  return StepErrno("landlock_create_ruleset(VERSION)", errno);
+}
+
+Status ApplyLandlock(const std::vector<std::string>& writable_dirs,
+                     const std::vector<std::string>& writable_files,
+                     std::string* notes) {
+  Result<int> abi = LandlockAbi();
+  if (!abi.ok()) return abi.status();
+  if (*abi == 0) return Status::Ok();
+
+  landlock_ruleset_attr attr{};
+  attr.handled_access_fs = WriteRights(*abi);
+  // Only handled_access_fs is set; the kernel accepts this smaller, older
+  // struct size and treats network rights (ABI 4) as not handled.
+  UniqueFd ruleset(static_cast<int>(
+      syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0)));
+  if (!ruleset.valid()) {
+    return StepErrno("landlock_create_ruleset", errno);
+  }
+
+  for (const std::string& dir : writable_dirs) {
+    Result<bool> added =
+        AddPathRule(ruleset.get(), dir, /*want_dir=*/true, WriteRights(*abi));
+    if (!added.ok()) return added.status();
+    if (!*added)
+      AddNote(notes, "landlock: writable dir " + dir + " missing, skipped");
+  }
+  for (const std::string& file : writable_files) {
+    Result<bool> added = AddPathRule(ruleset.get(), file, /*want_dir=*/false,
+                                     FileWriteRights(*abi));
+    if (!added.ok()) return added.status();
+    if (!*added)
+      AddNote(notes, "landlock: writable file " + file + " missing, skipped");
+    // Rules bind to inodes: after logrotate renames the log and the master
+    // creates a new one, the new inode must be writable too. Grant
+    // write-to-existing (not create, not remove) beneath its directory.
+    std::string dir = file.substr(0, file.find_last_of('/') + 1);
+    if (dir.empty()) dir = ".";
+    Result<bool> dir_added = AddPathRule(ruleset.get(), dir, /*want_dir=*/true,
+                                         FileWriteRights(*abi));
+    if (!dir_added.ok()) return dir_added.status();
+  }
+  // /dev/null: writing there discards data, so allowing it costs nothing and
+  // spares us failures in code that opens it for writing. Missing is fine.
+  Result<bool> devnull = AddPathRule(ruleset.get(), "/dev/null",
+                                     /*want_dir=*/false, FileWriteRights(*abi));
+  if (!devnull.ok()) return devnull.status();
+
+  // Without CAP_SYS_ADMIN restrict_self demands NO_NEW_PRIVS; setting it
+  // here makes ApplyLandlock usable alone (idempotent in ApplySandbox).
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return StepErrno("prctl(PR_SET_NO_NEW_PRIVS)", errno);
+  }
+  if (syscall(SYS_landlock_restrict_self, ruleset.get(), 0) != 0) {
+    return StepErrno("landlock_restrict_self", errno);
+  }
+  return ruleset.Close().Wrap("sandbox: landlock ruleset");
+}
+
+Status InstallSeccompFilter() {
+  SeccompPtr ctx(seccomp_init(SCMP_ACT_ALLOW));
+  if (ctx == nullptr) {
+    return Status::Permanent("sandbox: seccomp: seccomp_init failed");
+  }
+  // Raw kernel errno from seccomp_load instead of a blanket ECANCELED.
+  int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_API_SYSRAWRC, 1);
+  if (rc != 0) return SeccompErr("attr SYSRAWRC", rc);
+  // All threads, in case a library started one (Landlock cannot do this,
+  // which is why ApplySandbox also insists on a single thread).
+  rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1);
+  if (rc != 0) return SeccompErr("attr TSYNC", rc);
+
+  const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
+  for (const char* name : kDeniedSyscalls) {
+    Result<int> nr = ResolveSyscall(name);
+    if (!nr.ok()) return nr.status();
+    rc = seccomp_rule_add(ctx.get(), eperm, *nr, 0);
+    if (rc != 0) return SeccompErr(std::string("deny ") + name, rc);
+  }
+
+  // Threads (libcurl's resolver) and fork use clone without CLONE_NEW*.
+  // Each flag gets its own rule: a rule's comparisons are ANDed, and we
+  // want "any of these bits set".
+  for (uint64_t flag : kCloneNewFlags) {
+    rc = seccomp_rule_add(ctx.get(), eperm, SCMP_SYS(clone), 1,
+                          SCMP_A0_64(SCMP_CMP_MASKED_EQ, flag, flag));
+    if (rc != 0) return SeccompErr("deny clone(CLONE_NEW*)", rc);
+  }
+  // clone3 passes its flags in a struct in memory, which BPF cannot read.
+  // ENOSYS (not EPERM) makes glibc fall back to clone, filtered above.
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (rc != 0) return SeccompErr("deny clone3", rc);
+
+  // personality(0xffffffff) only reads the persona; anything else changes
+  // the address-space layout (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC).
+  rc = seccomp_rule_add(ctx.get(), eperm, SCMP_SYS(personality), 1,
+                        SCMP_A0_64(SCMP_CMP_NE, 0xffffffffULL));
+  if (rc != 0) return SeccompErr("deny personality", rc);
+
+  rc = seccomp_load(ctx.get());
+  if (rc != 0) return SeccompErr("seccomp_load", rc);
+  return Status::Ok();
+}
+
+Status ApplySandbox(const SandboxOptions& opts, std::string* notes) {
+  if (notes != nullptr) notes->clear();
+
+  int threads = CountThreads();
+  if (threads > 1) {
+    return Status::Permanent(
+        "sandbox: process has " + std::to_string(threads) +
+        " threads; apply the sandbox before starting any thread");
+  }
+  if (threads < 0) AddNote(notes, "thread count unknown (/proc unreadable)");
+
+  if (Status s = SetRlimits(opts); !s.ok()) return s;
+
+  if (geteuid() == 0) {
+    if (opts.user.empty()) {
+      AddNote(notes, "running as root: no user configured, not dropped");
+    } else {
+      if (Status s = DropPrivileges(opts.user, opts.group); !s.ok()) return s;
+      AddNote(notes, "dropped to " + opts.user + " (uid " +
+                         std::to_string(getuid()) + " gid " +
+                         std::to_string(getgid()) + ")");
+    }
+  } else if (!opts.user.empty()) {
+    AddNote(notes, "not root: user " + opts.user + " ignored, running as uid " +
+                       std::to_string(getuid()));
+  }
+
+  if (prctl(PR_SET_DUMPABLE, opts.core_dumps ? 1 : 0, 0, 0, 0) != 0) {
+    return StepErrno("prctl(PR_SET_DUMPABLE)", errno);
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return StepErrno("prctl(PR_SET_NO_NEW_PRIVS)", errno);
+  }
+
+  Result<int> abi = LandlockAbi();
+  if (!abi.ok()) return abi.status();
+  if (*abi == 0) {
+    AddNote(notes, "landlock unavailable");
+  } else {
+    if (Status s =
+            ApplyLandlock(opts.writable_dirs, opts.writable_files, notes);
+        !s.ok()) {
+      return s;
+    }
+    AddNote(notes, "landlock ABI " + std::to_string(*abi));
+  }
+
+  if (Status s = InstallSeccompFilter(); !s.ok()) return s;
+  AddNote(notes, "seccomp filter installed");
+  return Status::Ok();
+}
+
+}  // namespace djinn

@@ -1,0 +1,104 @@
+#include "common/scoreboard.h"
+
+#include <sys/mman.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace djinn {
+
+struct Scoreboard::Entry {
+  std::atomic<uint64_t> seq;
+  std::atomic<uint8_t> busy;
+  int64_t started_ms;
+  uint64_t jobs_done;
+  char job_id[kIdMax + 1];
+  char job_type[kTypeMax + 1];
+};
+
+namespace {
+void CopyTrunc(char* dst, size_t cap, std::string_view s) {
+  size_t n = std::min(s.size(), cap - 1);
+  std::memcpy(dst, s.data(), n);
+  dst[n] = '\0';
+}
+}  // namespace
+
+int64_t MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+Scoreboard::Scoreboard(size_t entries) : entries_(entries) {
+  void* p = mmap(nullptr, sizeof(Entry) * entries, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    perror("scoreboard mmap");
+    std::abort();
+  }
+  entries_ptr_ = static_cast<Entry*>(p);  // zero-filled by the kernel
+}
+
+Scoreboard::~Scoreboard() { munmap(entries_ptr_, sizeof(Entry) * entries_); }
+
+void Scoreboard::Reset(size_t i) {
+  Entry& e = entries_ptr_[i];
+  e.seq.store(0, std::memory_order_relaxed);
+  e.busy.store(0, std::memory_order_relaxed);
+  e.started_ms = 0;
+  e.jobs_done = 0;
+  e.job_id[0] = e.job_type[0] = '\0';
+  std::atomic_thread_fence(std::memory_order_release);
+}
+
+void Scoreboard::SetBusy(size_t i, std::string_view job_id, std::string_view job_type,
+                         int64_t started_ms) {
+  Entry& e = entries_ptr_[i];
+  uint64_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  e.busy.store(1, std::memory_order_relaxed);
+  e.started_ms = started_ms;
+  CopyTrunc(e.job_id, sizeof e.job_id, job_id);
+  CopyTrunc(e.job_type, sizeof e.job_type, job_type);
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+void Scoreboard::SetIdle(size_t i) {
+  Entry& e = entries_ptr_[i];
+  uint64_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  e.busy.store(0, std::memory_order_relaxed);
+  e.jobs_done++;
+  e.seq.store(s + 2, std::memory_order_release);
+}
+
+WorkerState Scoreboard::Read(size_t i) const {
+  const Entry& e = entries_ptr_[i];
+  WorkerState st;
+  for (int tries = 0; tries < 100; tries++) {
+    uint64_t s1 = e.seq.load(std::memory_order_acquire);
+    if (s1 & 1) continue;
+    st.busy = e.busy.load(std::memory_order_relaxed) != 0;
+    st.started_ms = e.started_ms;
+    st.jobs_done = e.jobs_done;
+    char id[kIdMax + 1], type[kTypeMax + 1];
+    std::memcpy(id, e.job_id, sizeof id);
+    std::memcpy(type, e.job_type, sizeof type);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (e.seq.load(std::memory_order_relaxed) != s1) continue;
+    id[kIdMax] = type[kTypeMax] = '\0';
+    st.job_id = id;
+    st.job_type = type;
+    return st;
+  }
+  st.busy = true;
+  st.torn = true;
+  return st;
+}
+
+}  // namespace djinn

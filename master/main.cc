@@ -1,0 +1,50 @@
+// djinn-consumer: the master process. Parses the command line, loads the
+// configuration and runs the supervisor (master/supervisor.h), which forks
+// the workers (worker/worker.h). Start reading there.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/exit_codes.h"
+#include "common/log.h"
+#include "common/proctitle.h"
+#include "master/options.h"
+#include "master/supervisor.h"
+
+int main(int argc, char** argv) {
+  using namespace djinn;  // NOLINT: main only
+  std::vector<std::string> args(argv + 1, argv + argc);
+  ProcTitleInit(argc, argv);
+  Options opts;
+  std::string error;
+  if (!ParseOptions(args, &opts, &error)) {
+    fprintf(stderr, "djinn-consumer: %s\n%s", error.c_str(), Usage().c_str());
+    return kExitUsage;
+  }
+  if (opts.help) {
+    fputs(Usage().c_str(), stdout);
+    return kExitOk;
+  }
+  if (opts.version) {
+    printf("%s\n", VersionString().c_str());
+    return kExitOk;
+  }
+  auto config = LoadConfig(opts.config);
+  if (!config.ok()) {
+    fprintf(stderr, "djinn-consumer: %s\n", config.status().message().c_str());
+    return kExitFailure;
+  }
+  if (opts.test) {
+    printf("djinn-consumer: configuration %s is valid\n", opts.config.c_str());
+    return kExitOk;
+  }
+  Log::AddSecret(config->database.password);
+  Log::AddSecret(config->redis.password);
+  if (Status st = Log::Init(config->log_level, config->log_file, "master"); !st.ok()) {
+    fprintf(stderr, "djinn-consumer: %s\n", st.message().c_str());
+    return kExitFailure;
+  }
+  Supervisor supervisor(std::move(*config));
+  return supervisor.Run();
+}

@@ -1,0 +1,104 @@
+// The supervisor: the master's only endless loop (Supervisor::Run).
+//
+// It forks `workers` workers, waits on a self-pipe of signals with a
+// bounded tick, and on each turn: handles signals (DESIGN §5 table in
+// common/signals.h), reaps dead workers (requeueing their in-flight jobs
+// with Attempt+1), respawns what died unasked (throttled when workers die
+// young), kills workers whose job ran past job_timeout, and does the queue
+// duties: heartbeats, scheduled -> active, orphan requeue. It never runs a
+// job and never blocks long: Redis calls have short timeouts and failures
+// are retried on later ticks.
+#ifndef DJINN_MASTER_SUPERVISOR_H_
+#define DJINN_MASTER_SUPERVISOR_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/pidfile.h"
+#include "common/queue.h"
+#include "common/scoreboard.h"
+#include "common/unique_fd.h"
+
+namespace djinn {
+
+class Supervisor {
+ public:
+  explicit Supervisor(Config config);
+  ~Supervisor();
+  // Runs until stopped; returns the process exit code.
+  int Run();
+
+ private:
+  struct Proc {
+    pid_t pid = -1;
+    int number = 0;            // slot number, 1-based
+    int generation = 0;
+    size_t board = 0;          // scoreboard entry
+    std::string consumer_key;
+    int64_t spawned_ms = 0;
+    int64_t term_ms = 0;       // when we sent SIGTERM (0: not sent)
+    bool killed = false;       // we sent SIGKILL
+    bool timed_out = false;    // for job_timeout
+    bool retiring = false;     // asked to stop (reload, TTOU, shutdown)
+  };
+  struct Slot {
+    pid_t pid = -1;            // -1: empty
+    int fails = 0;             // consecutive young deaths
+    int64_t next_spawn_ms = 0;
+  };
+  struct PendingFail {
+    std::string consumer_key;
+    std::string who;           // "worker 2 (pid 123)" for the log
+    std::string cause;
+    bool count_attempt = true;
+  };
+
+  Status Start();
+  void Shutdown();
+  void WaitForEvents(int timeout_ms);
+  void HandleSignals();
+  void Reload();
+  void ReapWorkers();
+  void OnWorkerExit(Proc& proc, int status);
+  void ManageWorkers();
+  void SpawnWorker(int number);
+  void RetireWorker(Proc& proc, const char* why);
+  void CheckJobTimeouts();
+  void StopTick();
+  void QueueDuties();
+  void FailPendingJobs();
+  void QueueResult(const Status& st);
+  int LiveCount() const;
+  size_t FreeBoardEntry() const;
+
+  Config config_;
+  int generation_ = 1;
+  int desired_ = 0;
+  std::map<pid_t, Proc> procs_;
+  std::vector<Slot> slots_;  // index = number - 1, current generation
+  std::vector<PendingFail> pending_fails_;
+  std::unique_ptr<Scoreboard> board_;
+  std::unique_ptr<Queue> queue_;
+  PidFile pidfile_;
+  UniqueFd sig_read_, sig_write_;
+  bool stopping_ = false;
+  bool fast_stop_ = false;
+  int64_t stop_deadline_ms_ = 0;
+  bool queue_down_ = false;
+  int64_t next_heartbeat_ms_ = 0, next_schedule_ms_ = 0, next_orphans_ms_ = 0;
+  bool test_jobs_ = false;
+};
+
+// Creates the store directory (0750) when missing; as root, gives it to
+// the workers' user and group.
+Status PrepareStore(const Config& config);
+
+}  // namespace djinn
+
+#endif  // DJINN_MASTER_SUPERVISOR_H_

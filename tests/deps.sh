@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages the build, the tests, the demo and the
+# benchmarks need. Idempotent: does nothing when all are present.
+set -e
+PKGS="g++ make pkg-config libhiredis-dev libpq-dev libcurl4-openssl-dev
+libconfig-dev libseccomp-dev libmsgpack-dev nlohmann-json3-dev libssl-dev
+libgtest-dev libgmock-dev googletest redis-server redis-tools postgresql
+postgresql-client openssh-server openssh-client openssl python3 procps
+clang libclang-rt-14-dev groff man-db devscripts"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing Debian packages:$missing (run 'make deps' as root)" >&2
+  exit 1
+fi
+echo "deps: installing$missing"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,208 @@
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "tests/harness/harness.h"
+
+namespace djinn {
+namespace {
+
+using testing::TempDir;
+using testing::WriteFile;
+
+constexpr const char* kMinimal = R"(
+database = { addr = "127.0.0.1:5432"; name = "djinn"; username = "u"; };
+redis = { addr = "127.0.0.1:6379"; };
+store = { images = { type = "file"; path = "/var/lib/djinn/images"; }; };
+)";
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  // Writes text to a file and loads it.
+  Result<Config> Load(const std::string& text) {
+    path_ = dir_.Sub("consumer.conf");
+    WriteFile(path_, text);
+    return LoadConfig(path_);
+  }
+  std::string Error(const std::string& text) {
+    auto r = Load(text);
+    EXPECT_FALSE(r.ok()) << "accepted:\n" << text;
+    return r.ok() ? "" : r.status().message();
+  }
+  TempDir dir_;
+  std::string path_;
+};
+
+TEST_F(ConfigTest, MinimalConfigGetsEveryDefault) {
+  auto r = Load(kMinimal);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const Config& c = *r;
+  EXPECT_EQ(c.pidfile, "");
+  EXPECT_EQ(c.log_level, LogLevel::kInfo);
+  EXPECT_EQ(c.log_file, "");
+  EXPECT_EQ(c.workers, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
+  EXPECT_EQ(c.user, "");
+  EXPECT_EQ(c.queue, "jobs");
+  EXPECT_EQ(c.attempts, 5);
+  EXPECT_EQ(c.job_timeout, 900);
+  EXPECT_EQ(c.shutdown_timeout, 60);
+  EXPECT_EQ(c.database.addr, "127.0.0.1:5432");
+  EXPECT_EQ(c.database.password, "");
+  EXPECT_FALSE(c.database.tls_enabled);
+  EXPECT_EQ(c.redis.addr, "127.0.0.1:6379");
+  EXPECT_EQ(c.store.path, "/var/lib/djinn/images");
+  EXPECT_EQ(c.store.limit, 0u);
+  EXPECT_EQ(c.download.timeout, 600);
+  EXPECT_EQ(c.download.max_size, 0u);
+  EXPECT_FALSE(c.download.allow_private);
+  EXPECT_EQ(c.download.ca, "");
+  EXPECT_EQ(c.download.known_hosts, "");
+}
+
+TEST_F(ConfigTest, EveryParameterIsRead) {
+  std::string pw = dir_.Sub("dbpass");
+  WriteFile(pw, "s3cret\n");
+  auto r = Load(R"(
+pidfile = "/run/x.pid";
+log = { level = "debug"; file = "/tmp/x.log"; };
+workers = 3; user = "root"; group = "root"; queue = "q2"; attempts = 7;
+job_timeout = 30; shutdown_timeout = 5;
+database = { addr = "/run/postgresql"; name = "n"; username = "u"; password_file = ")" + pw + R"(";
+  tls = { ca = "/ca.pem"; cert = "/c.pem"; key = "/k.pem"; }; };
+redis = { addr = "/run/redis.sock"; password = "rp"; };
+store = { images = { type = "file"; path = "/srv/images/"; limit = 1073741824; }; };
+download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = "/d.pem"; known_hosts = "/kh"; };
+)");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const Config& c = *r;
+  EXPECT_EQ(c.pidfile, "/run/x.pid");
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);
+  EXPECT_EQ(c.log_file, "/tmp/x.log");
+  EXPECT_EQ(c.workers, 3);
+  EXPECT_EQ(c.user, "root");
+  EXPECT_EQ(c.group, "root");
+  EXPECT_EQ(c.queue, "q2");
+  EXPECT_EQ(c.attempts, 7);
+  EXPECT_EQ(c.job_timeout, 30);
+  EXPECT_EQ(c.shutdown_timeout, 5);
+  EXPECT_EQ(c.database.addr, "/run/postgresql");
+  EXPECT_EQ(c.database.name, "n");
+  EXPECT_EQ(c.database.password, "s3cret");
+  EXPECT_TRUE(c.database.tls_enabled);
+  EXPECT_EQ(c.database.tls.ca, "/ca.pem");
+  EXPECT_EQ(c.database.tls.cert, "/c.pem");
+  EXPECT_EQ(c.database.tls.key, "/k.pem");
+  EXPECT_EQ(c.redis.addr, "/run/redis.sock");
+  EXPECT_EQ(c.redis.password, "rp");
+  EXPECT_EQ(c.store.path, "/srv/images");
+  EXPECT_EQ(c.store.limit, 1073741824u);
+  EXPECT_EQ(c.download.timeout, 60);
+  EXPECT_EQ(c.download.max_size, 2147483648u);
+  EXPECT_TRUE(c.download.allow_private);
+  EXPECT_EQ(c.download.ca, "/d.pem");
+  EXPECT_EQ(c.download.known_hosts, "/kh");
+}
+
+TEST_F(ConfigTest, WrongTypeNamesFileLineAndParameter) {
+  std::string e = Error(std::string(kMinimal) + "\nworkers = \"four\";\n");
+  EXPECT_EQ(e, path_ + ":5: workers: expected an integer");
+  e = Error(R"(database = { addr = 5432; name = "d"; username = "u"; };)");
+  EXPECT_EQ(e, path_ + ":1: database.addr: expected a string");
+}
+
+TEST_F(ConfigTest, UnknownParameterIsAnError) {
+  EXPECT_EQ(Error(std::string(kMinimal) + "worker = 4;\n"), path_ + ":5: worker: unknown parameter");
+  EXPECT_EQ(Error(std::string(kMinimal) + "download = { timout = 4; };\n"),
+            path_ + ":5: download.timout: unknown parameter");
+}
+
+TEST_F(ConfigTest, RangesAreChecked) {
+  EXPECT_NE(Error(std::string(kMinimal) + "workers = 0;\n").find("workers: must be between 1 and 1024 (got 0)"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "attempts = 0;\n").find("attempts: must be between 1"), std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "job_timeout = -1;\n").find("job_timeout: must be between"), std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "download = { max_size = -1; };\n").find("download.max_size"), std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "log = { level = \"loud\"; };\n").find("log.level: expected one of"), std::string::npos);
+}
+
+TEST_F(ConfigTest, StoreMustBeImagesOfTypeFile) {
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+redis = { addr = "a:1"; };
+store = { images = { type = "s3"; path = "/x"; }; };)").find(":3: store.images.type: only \"file\""),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "store = { other = { type = \"file\"; path = \"/x\"; }; };\n")
+                .find("store.other: unknown store"),
+            std::string::npos);
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+redis = { addr = "a:1"; };
+store = { images = { type = "file"; path = "relative"; }; };)").find("store.images.path: must be an absolute path"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, MissingRequiredIsAnError) {
+  EXPECT_EQ(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+redis = { addr = "a:1"; };)"), path_ + ": store.images: missing (required)");
+  EXPECT_EQ(Error(R"(redis = { addr = "a:1"; };
+store = { images = { type = "file"; path = "/x"; }; };)"), path_ + ": database: missing (required)");
+}
+
+TEST_F(ConfigTest, PasswordAndPasswordFileAreExclusive) {
+  std::string pw = dir_.Sub("p");
+  WriteFile(pw, "x");
+  EXPECT_NE(Error(std::string(kMinimal) + "redis = { addr = \"a:1\"; password = \"a\"; password_file = \"" + pw + "\"; };\n")
+                .find("redis.password_file: give password or password_file, not both"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, MissingPasswordFileIsNamed) {
+  std::string e = Error(std::string(kMinimal) + "redis = { addr = \"a:1\"; password_file = \"/nonexistent/p\"; };\n");
+  EXPECT_NE(e.find("redis.password_file: /nonexistent/p: No such file or directory"), std::string::npos) << e;
+}
+
+TEST_F(ConfigTest, SyntaxErrorNamesLine) {
+  std::string e = Error("workers = 4\nqueue = ;\n");
+  EXPECT_EQ(e.rfind(path_ + ":", 0), 0u) << e;
+  EXPECT_NE(e.find(":2:"), std::string::npos) << e;
+}
+
+TEST_F(ConfigTest, UnknownUserIsAnError) {
+  EXPECT_NE(Error(std::string(kMinimal) + "user = \"no-such-user-xyz\";\n").find("user: no such user"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, TlsNeedsCaAndCertWithKey) {
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { cert = "/c"; key = "/k"; }; };
+redis = { addr = "a:1"; };
+store = { images = { type = "file"; path = "/x"; }; };)").find("database.tls.ca: required"),
+            std::string::npos);
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { ca = "/ca"; cert = "/c"; }; };
+redis = { addr = "a:1"; };
+store = { images = { type = "file"; path = "/x"; }; };)").find("cert and key go together"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, UnreadableFileIsAnError) {
+  auto r = LoadConfig(dir_.Sub("absent.conf"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("absent.conf: cannot read"), std::string::npos);
+}
+
+TEST_F(ConfigTest, SampleConfigIsValid) {
+  auto r = LoadConfig("etc/djinn-consumer.conf");
+  EXPECT_TRUE(r.ok()) << r.status().message();
+}
+
+TEST_F(ConfigTest, ParameterNamesListsEveryLeaf) {
+  const auto& names = ConfigParameterNames();
+  for (const char* n : {"pidfile", "log.level", "log.file", "workers", "user", "group", "queue",
+                        "attempts", "job_timeout", "shutdown_timeout", "database.addr",
+                        "database.password_file", "database.tls.ca", "redis.password_file",
+                        "store.images.limit", "download.allow_private", "download.known_hosts"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+}  // namespace
+}  // namespace djinn

@@ -1,0 +1,666 @@
+// Tests for common/sandbox.h. Every sandbox step is irreversible, so each
+// test applies it in a forked child and the parent (never sandboxed) checks
+// the child's exit code. A child reports success with kChildOk (not 0), so a
+// child that was wrongly allowed to exec /bin/true cannot pass for one that
+// succeeded.
+#include "common/sandbox.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace djinn {
+namespace {
+
+constexpr int kChildOk = 42;
+
+// In the child: print what failed (with errno) and exit non-zero.
+#define CHILD_CHECK(cond)                                                    \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      int child_check_errno = errno;                                         \
+      std::fprintf(stderr, "%s:%d: child check failed: %s (errno %d: %s)\n", \
+                   __FILE__, __LINE__, #cond, child_check_errno,             \
+                   std::strerror(child_check_errno));                        \
+      return 1;                                                              \
+    }                                                                        \
+  } while (0)
+
+#define CHILD_CHECK_OK(status_expr)                                      \
+  do {                                                                   \
+    Status child_check_status = (status_expr);                           \
+    if (!child_check_status.ok()) {                                      \
+      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, \
+                   #status_expr, child_check_status.ToString().c_str()); \
+      return 1;                                                          \
+    }                                                                    \
+  } while (0)
+
+// Expects `call` to fail with errno `err`.
+#define CHILD_CHECK_ERRNO(call, err)                                         \
+  do {                                                                       \
+    errno = 0;                                                               \
+    long child_check_rc = static_cast<long>(call);                           \
+    int child_check_errno = errno;                                           \
+    if (child_check_rc != -1 || child_check_errno != (err)) {                \
+      std::fprintf(stderr, "%s:%d: %s: want -1/%s, got %ld/errno %d (%s)\n", \
+                   __FILE__, __LINE__, #call, #err, child_check_rc,          \
+                   child_check_errno, std::strerror(child_check_errno));     \
+      return 1;                                                              \
+    }                                                                        \
+  } while (0)
+
+// Runs `body` in a forked child and returns a description of how it ended:
+// "ok" when it returned kChildOk, otherwise the exit code or signal.
+std::string RunInChild(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return std::string("fork: ") + std::strerror(errno);
+  if (pid == 0) {
+    int code = body();
+    std::fflush(nullptr);
+    _exit(code);  // no atexit handlers, no LeakSanitizer (needs ptrace)
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return std::string("waitpid: ") + std::strerror(errno);
+  }
+  if (WIFEXITED(status)) {
+    if (WEXITSTATUS(status) == kChildOk) return "ok";
+    return "exit " + std::to_string(WEXITSTATUS(status));
+  }
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+// Runs the lambda in a child and expects it to return kChildOk. A macro so the
+// failure points at the test's line without printing the whole lambda.
+#define EXPECT_CHILD_OK(...)                                  \
+  do {                                                        \
+    const std::string child_result = RunInChild(__VA_ARGS__); \
+    EXPECT_EQ(child_result, "ok");                            \
+  } while (0)
+
+// A directory under /tmp, removed (with its contents) by the parent.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/djinn-sandbox-test-XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+bool WriteFile(const std::string& path, const std::string& data, int flags) {
+  int fd = open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok =
+      write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  int saved = errno;
+  ok = (close(fd) == 0) && ok;
+  errno = saved;
+  return ok;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+bool ResolvesLocalhost() {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo("localhost", "80", &hints, &res);
+  if (rc != 0) {
+    std::fprintf(stderr, "getaddrinfo(localhost): %s\n", gai_strerror(rc));
+    return false;
+  }
+  freeaddrinfo(res);
+  return true;
+}
+
+bool ThreadRuns() {
+  std::atomic<int> ran{0};
+  std::thread t([&ran] { ran = 1; });
+  t.join();
+  return ran == 1;
+}
+
+int LandlockAbiOrZero() {
+  Result<int> abi = LandlockAbi();
+  return abi.ok() ? *abi : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Seccomp
+
+TEST(SeccompTest, ExecveFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    char* const envp[] = {nullptr};
+    CHILD_CHECK_ERRNO(execve("/bin/true", argv, envp), EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, PtraceFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK_ERRNO(ptrace(PTRACE_TRACEME, 0, nullptr, nullptr), EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, UnshareNewUserFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK_ERRNO(unshare(CLONE_NEWUSER), EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, MountFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    // A target that does not exist: without the filter this would
+    // fail with ENOENT, never mount anything.
+    CHILD_CHECK_ERRNO(
+        mount("none", "/nonexistent-djinn-sandbox", "tmpfs", 0, nullptr),
+        EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, CloneWithNamespaceFlagFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    // Raw clone: if it wrongly succeeds, the new child leaves at
+    // once with a failing code and we report the failure.
+    long rc = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    if (rc == 0) _exit(1);
+    CHILD_CHECK(rc == -1 && errno == EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, Clone3FailsWithEnosys) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK_ERRNO(syscall(SYS_clone3, nullptr, 0), ENOSYS);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, PersonalityQueryAllowedChangeDenied) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK(personality(0xffffffff) != -1);
+    CHILD_CHECK_ERRNO(personality(ADDR_NO_RANDOMIZE), EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, SetuidFamilyFailsWithEperm) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    // Raw syscalls: glibc's wrappers may short-cut or broadcast.
+    CHILD_CHECK_ERRNO(syscall(SYS_setuid, getuid()), EPERM);
+    CHILD_CHECK_ERRNO(syscall(SYS_setresgid, -1, -1, -1), EPERM);
+    CHILD_CHECK_ERRNO(syscall(SYS_setgroups, 0, nullptr), EPERM);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, ThreadsStillWork) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK(ThreadRuns());
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, ForkStillWorks) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    pid_t pid = fork();
+    if (pid == 0) _exit(7);
+    CHILD_CHECK(pid > 0);
+    int status = 0;
+    CHILD_CHECK(waitpid(pid, &status, 0) == pid);
+    CHILD_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+    return kChildOk;
+  });
+}
+
+TEST(SeccompTest, GetaddrinfoLocalhostStillWorks) {
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(InstallSeccompFilter());
+    CHILD_CHECK(ResolvesLocalhost());
+    return kChildOk;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Privilege drop
+
+TEST(DropPrivilegesTest, DroppedToNobodyCannotRegainRoot) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(DropPrivileges("nobody", ""));
+    CHILD_CHECK(getuid() != 0 && geteuid() != 0);
+    CHILD_CHECK(setuid(0) == -1);
+    CHILD_CHECK(seteuid(0) == -1);
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, DroppedToNobodyCannotReadRoot) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  struct stat st {};
+  if (stat("/root", &st) != 0 || (st.st_mode & S_IROTH) != 0) {
+    GTEST_SKIP() << "/root is missing or world-readable here";
+  }
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(DropPrivileges("nobody", ""));
+    CHILD_CHECK(opendir("/root") == nullptr && errno == EACCES);
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, SupplementaryGroupsAreOnlyTheTargetGroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    CHILD_CHECK_OK(DropPrivileges("nobody", ""));
+    gid_t groups[16];
+    int n = getgroups(16, groups);
+    CHILD_CHECK(n == 1);
+    CHILD_CHECK(groups[0] == getgid());
+    passwd* pw = getpwnam("nobody");
+    CHILD_CHECK(pw != nullptr && getgid() == pw->pw_gid);
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, ExplicitGroupIsUsed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  group* gr = getgrnam("nogroup");
+  if (gr == nullptr) GTEST_SKIP() << "no group nogroup";
+  gid_t want = gr->gr_gid;
+  EXPECT_CHILD_OK([want] {
+    CHILD_CHECK_OK(DropPrivileges("nobody", "nogroup"));
+    CHILD_CHECK(getgid() == want && getegid() == want);
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, UnknownUserIsPermanentError) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    Status s = DropPrivileges("no-such-user-djinn", "");
+    CHILD_CHECK(s.permanent());
+    CHILD_CHECK(s.message().find("no-such-user-djinn") != std::string::npos);
+    CHILD_CHECK(geteuid() == 0);  // nothing changed
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, UserWithUidZeroIsRefused) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    Status s = DropPrivileges("root", "");
+    CHILD_CHECK(s.permanent());
+    return kChildOk;
+  });
+}
+
+TEST(DropPrivilegesTest, WithoutRootIsPermanentError) {
+  if (geteuid() == 0) GTEST_SKIP() << "needs a non-root euid";
+  Status s = DropPrivileges("nobody", "");
+  EXPECT_TRUE(s.permanent()) << s.ToString();
+}
+
+// ---------------------------------------------------------------------------
+// Landlock
+
+class LandlockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    abi_ = LandlockAbiOrZero();
+    if (abi_ == 0) GTEST_SKIP() << "Landlock unavailable";
+    ASSERT_FALSE(store_.path().empty());
+    ASSERT_FALSE(other_.path().empty());
+    ASSERT_FALSE(logdir_.path().empty());
+    log_ = logdir_.Sub("consumer.log");
+    ASSERT_TRUE(WriteFile(log_, "first\n", O_CREAT | O_TRUNC));
+    ASSERT_TRUE(WriteFile(other_.Sub("existing"), "x", O_CREAT | O_TRUNC));
+  }
+
+  Status Apply() { return ApplyLandlock({store_.path()}, {log_}); }
+
+  int abi_ = 0;
+  TempDir store_, other_, logdir_;
+  std::string log_;
+};
+
+TEST_F(LandlockTest, WriteUnderAllowedDirWorks) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(WriteFile(store_.Sub("img.qcow2"), "data", O_CREAT));
+    CHILD_CHECK(mkdir(store_.Sub("sub").c_str(), 0755) == 0);
+    CHILD_CHECK(WriteFile(store_.Sub("sub/a"), "data", O_CREAT));
+    CHILD_CHECK(unlink(store_.Sub("img.qcow2").c_str()) == 0);
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, RenameAcrossDirsInsideStoreWorks) {
+  if (abi_ < 2) GTEST_SKIP() << "REFER needs Landlock ABI 2";
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(mkdir(store_.Sub("tmp").c_str(), 0755) == 0);
+    CHILD_CHECK(mkdir(store_.Sub("final").c_str(), 0755) == 0);
+    CHILD_CHECK(WriteFile(store_.Sub("tmp/x"), "data", O_CREAT));
+    CHILD_CHECK(rename(store_.Sub("tmp/x").c_str(),
+                       store_.Sub("final/x").c_str()) == 0);
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, WriteToOtherDirFailsWithEacces) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(!WriteFile(other_.Sub("new"), "x", O_CREAT));
+    CHILD_CHECK(errno == EACCES);
+    CHILD_CHECK(!WriteFile(other_.Sub("existing"), "x", O_APPEND));
+    CHILD_CHECK(errno == EACCES);
+    CHILD_CHECK_ERRNO(unlink(other_.Sub("existing").c_str()), EACCES);
+    CHILD_CHECK_ERRNO(mkdir(other_.Sub("d").c_str(), 0755), EACCES);
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, ReadsOutsideAllowedDirsStillWork) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(ReadFile(other_.Sub("existing")) == "x");
+    CHILD_CHECK(!ReadFile("/etc/passwd").empty());
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, AppendToAllowedLogFileWorks) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(WriteFile(log_, "second\n", O_APPEND));
+    return kChildOk;
+  });
+  EXPECT_EQ(ReadFile(log_), "first\nsecond\n");
+}
+
+TEST_F(LandlockTest, CreateFileNextToLogFileFails) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(!WriteFile(logdir_.Sub("consumer.log.1"), "x", O_CREAT));
+    CHILD_CHECK(errno == EACCES);
+    CHILD_CHECK_ERRNO(unlink(log_.c_str()), EACCES);
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, DevNullStaysWritable) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(WriteFile("/dev/null", "x", 0));
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, MissingPathsAreSkippedWithNote) {
+  EXPECT_CHILD_OK([this] {
+    std::string notes;
+    CHILD_CHECK_OK(ApplyLandlock({store_.Sub("missing-dir")},
+                                 {store_.Sub("missing.log")}, &notes));
+    CHILD_CHECK(notes.find("missing-dir") != std::string::npos);
+    CHILD_CHECK(notes.find("missing.log") != std::string::npos);
+    // Nothing was granted for the missing dir's parent either.
+    CHILD_CHECK(!WriteFile(store_.Sub("f"), "x", O_CREAT));
+    return kChildOk;
+  });
+}
+
+TEST_F(LandlockTest, FileGivenAsDirIsError) {
+  EXPECT_CHILD_OK([this] {
+    Status s = ApplyLandlock({log_}, {});
+    CHILD_CHECK(s.permanent());
+    return kChildOk;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// rlimits
+
+TEST(SetRlimitsTest, CoreBecomesZero) {
+  EXPECT_CHILD_OK([] {
+    SandboxOptions opts;
+    CHILD_CHECK_OK(SetRlimits(opts));
+    rlimit core{};
+    CHILD_CHECK(getrlimit(RLIMIT_CORE, &core) == 0);
+    CHILD_CHECK(core.rlim_cur == 0 && core.rlim_max == 0);
+    return kChildOk;
+  });
+}
+
+TEST(SetRlimitsTest, CoreUntouchedWhenCoreDumpsWanted) {
+  EXPECT_CHILD_OK([] {
+    rlimit before{};
+    CHILD_CHECK(getrlimit(RLIMIT_CORE, &before) == 0);
+    SandboxOptions opts;
+    opts.core_dumps = true;
+    CHILD_CHECK_OK(SetRlimits(opts));
+    rlimit after{};
+    CHILD_CHECK(getrlimit(RLIMIT_CORE, &after) == 0);
+    CHILD_CHECK(after.rlim_cur == before.rlim_cur &&
+                after.rlim_max == before.rlim_max);
+    return kChildOk;
+  });
+}
+
+TEST(SetRlimitsTest, NofileSetAndCappedAtHardLimit) {
+  EXPECT_CHILD_OK([] {
+    SandboxOptions opts;
+    opts.max_open_files = 100;
+    CHILD_CHECK_OK(SetRlimits(opts));
+    rlimit nofile{};
+    CHILD_CHECK(getrlimit(RLIMIT_NOFILE, &nofile) == 0);
+    CHILD_CHECK(nofile.rlim_cur == 100 && nofile.rlim_max == 100);
+    // Above the (now lowered) hard limit: capped, not an error.
+    opts.max_open_files = 1000000;
+    CHILD_CHECK_OK(SetRlimits(opts));
+    CHILD_CHECK(getrlimit(RLIMIT_NOFILE, &nofile) == 0);
+    CHILD_CHECK(nofile.rlim_cur == 100);
+    return kChildOk;
+  });
+}
+
+TEST(SetRlimitsTest, ZeroOpenFilesIsRejected) {
+  SandboxOptions opts;
+  opts.max_open_files = 0;
+  EXPECT_TRUE(SetRlimits(opts).permanent());  // rejected before any change
+}
+
+// ---------------------------------------------------------------------------
+// Everything together
+
+TEST(ApplySandboxTest, EndToEnd) {
+  const bool root = geteuid() == 0;
+  TempDir store, other, logdir;
+  ASSERT_FALSE(store.path().empty());
+  ASSERT_FALSE(other.path().empty());
+  ASSERT_FALSE(logdir.path().empty());
+  const std::string log = logdir.Sub("consumer.log");
+  ASSERT_TRUE(WriteFile(log, "first\n", O_CREAT | O_TRUNC));
+  uid_t nobody_uid = 0;
+  if (root) {
+    passwd* pw = getpwnam("nobody");
+    ASSERT_NE(pw, nullptr);
+    nobody_uid = pw->pw_uid;
+    // The dropped user owns what it may write; the other dirs are open to
+    // everyone so that only Landlock, not file modes, keeps it out.
+    ASSERT_EQ(chown(store.path().c_str(), pw->pw_uid, pw->pw_gid), 0);
+    ASSERT_EQ(chown(log.c_str(), pw->pw_uid, pw->pw_gid), 0);
+    ASSERT_EQ(chmod(other.path().c_str(), 0777), 0);
+    ASSERT_EQ(chmod(logdir.path().c_str(), 0777), 0);
+  }
+  const int abi = LandlockAbiOrZero();
+
+  EXPECT_CHILD_OK([&] {
+    SandboxOptions opts;
+    if (root) opts.user = "nobody";
+    opts.writable_dirs = {store.path()};
+    opts.writable_files = {log};
+    std::string notes;
+    CHILD_CHECK_OK(ApplySandbox(opts, &notes));
+    std::fprintf(stderr, "sandbox notes: %s\n", notes.c_str());
+
+    // rlimits, dumpable, no_new_privs, seccomp mode 2.
+    rlimit core{};
+    CHILD_CHECK(getrlimit(RLIMIT_CORE, &core) == 0 && core.rlim_max == 0);
+    CHILD_CHECK(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0);
+    CHILD_CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
+    CHILD_CHECK(ReadFile("/proc/self/status").find("Seccomp:\t2") !=
+                std::string::npos);
+
+    // Privileges.
+    if (root) {
+      CHILD_CHECK(getuid() == nobody_uid && geteuid() == nobody_uid);
+      CHILD_CHECK(setuid(0) == -1);
+      CHILD_CHECK(opendir("/root") == nullptr);
+      CHILD_CHECK(notes.find("dropped to nobody") != std::string::npos);
+    }
+
+    // Seccomp.
+    char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    char* const envp[] = {nullptr};
+    CHILD_CHECK_ERRNO(execve("/bin/true", argv, envp), EPERM);
+    CHILD_CHECK_ERRNO(ptrace(PTRACE_TRACEME, 0, nullptr, nullptr), EPERM);
+    CHILD_CHECK_ERRNO(unshare(CLONE_NEWUSER), EPERM);
+    CHILD_CHECK(ThreadRuns());
+    CHILD_CHECK(ResolvesLocalhost());
+
+    // Landlock.
+    if (abi > 0) {
+      CHILD_CHECK(notes.find("landlock ABI " + std::to_string(abi)) !=
+                  std::string::npos);
+      CHILD_CHECK(WriteFile(store.Sub("img"), "data", O_CREAT));
+      CHILD_CHECK(!WriteFile(other.Sub("img"), "data", O_CREAT));
+      CHILD_CHECK(errno == EACCES);
+      CHILD_CHECK(WriteFile(log, "second\n", O_APPEND));
+      CHILD_CHECK(!WriteFile(logdir.Sub("new.log"), "x", O_CREAT));
+      CHILD_CHECK(errno == EACCES);
+    } else {
+      CHILD_CHECK(notes.find("landlock unavailable") != std::string::npos);
+    }
+    return kChildOk;
+  });
+  if (abi > 0) {
+    EXPECT_EQ(ReadFile(log), "first\nsecond\n");
+  }
+}
+
+TEST(ApplySandboxTest, RootWithoutUserIsNotDroppedAndSaysSo) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    std::string notes;
+    CHILD_CHECK_OK(ApplySandbox(SandboxOptions{}, &notes));
+    CHILD_CHECK(geteuid() == 0);
+    CHILD_CHECK(notes.find("not dropped") != std::string::npos);
+    return kChildOk;
+  });
+}
+
+TEST(ApplySandboxTest, RefusesWhenMultithreaded) {
+  EXPECT_CHILD_OK([] {
+    int pipe_fds[2];
+    CHILD_CHECK(pipe(pipe_fds) == 0);
+    std::thread waiter([&pipe_fds] {
+      char c;
+      (void)!read(pipe_fds[0], &c, 1);
+    });
+    std::string notes;
+    Status s = ApplySandbox(SandboxOptions{}, &notes);
+    (void)!write(pipe_fds[1], "x", 1);
+    waiter.join();
+    CHILD_CHECK(s.permanent());
+    CHILD_CHECK(s.message().find("threads") != std::string::npos);
+    return kChildOk;
+  });
+}
+
+TEST(ApplySandboxTest, LandlockUnavailableIsSkippedWithNote) {
+  EXPECT_CHILD_OK([] {
+    // Pretend the kernel has no Landlock: landlock_create_ruleset
+    // answers ENOSYS, as on a kernel built without it.
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    CHILD_CHECK(ctx != nullptr);
+    CHILD_CHECK(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS),
+                                 SCMP_SYS(landlock_create_ruleset), 0) == 0);
+    CHILD_CHECK(seccomp_load(ctx) == 0);
+    seccomp_release(ctx);
+    Result<int> abi = LandlockAbi();
+    CHILD_CHECK(abi.ok() && *abi == 0);
+    std::string notes;
+    CHILD_CHECK_OK(ApplySandbox(SandboxOptions{}, &notes));
+    CHILD_CHECK(notes.find("landlock unavailable") != std::string::npos);
+    return kChildOk;
+  });
+}
+
+TEST(LandlockAbiTest, ReportsVersion) {
+  Result<int> abi = LandlockAbi();
+  ASSERT_TRUE(abi.ok()) << abi.status().ToString();
+  EXPECT_GE(*abi, 0);
+  RecordProperty("landlock_abi", *abi);
+  std::printf("kernel Landlock ABI: %d\n", *abi);
+}
+
+}  // namespace
+}  // namespace djinn

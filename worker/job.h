@@ -1,0 +1,56 @@
+// Job handlers: one file per job type under worker/jobs/, registered by
+// name in worker/jobs/registry.cc (adding a job type = one file + one line
+// there). A handler is created in the worker after fork, so it may hold
+// per-worker state (a database connection) that never crosses a fork.
+//
+// Outcome of Run(), which decides the job's fate in Worker::FinishJob():
+//   ok          -> ack
+//   kPermanent  -> ack; the handler has recorded the error where the user
+//                  sees it (e.g. image_downloads.error)
+//   kTransient  -> retry with backoff; when ctx.last_attempt the handler
+//                  should record the error and return kPermanent instead
+//   kPoison     -> dead set at once (arguments unusable)
+#ifndef DJINN_WORKER_JOB_H_
+#define DJINN_WORKER_JOB_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/config.h"
+#include "common/envelope.h"
+#include "common/payload.h"
+#include "common/status.h"
+
+namespace djinn {
+
+struct JobContext {
+  const Config& config;
+  const Envelope& envelope;
+  bool last_attempt = false;
+  // Shows a short state in the worker's process title ("42%").
+  std::function<void(const std::string&)> set_progress;
+};
+
+class JobHandler {
+ public:
+  virtual ~JobHandler() = default;
+  virtual Status Run(const DecodedJob& job, JobContext& ctx) = 0;
+};
+
+using JobRegistry = std::map<std::string, std::unique_ptr<JobHandler>>;
+
+// Fills the registry with every job type this build handles. With
+// test_jobs, also the jobs only the test suite uses (sleep, crash).
+void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry);
+
+// One factory per job file.
+std::unique_ptr<JobHandler> NewPingJob();
+std::unique_ptr<JobHandler> NewDownloadJob(const Config& config);
+std::unique_ptr<JobHandler> NewSleepJob();
+std::unique_ptr<JobHandler> NewCrashJob();
+
+}  // namespace djinn
+
+#endif  // DJINN_WORKER_JOB_H_

@@ -1,0 +1,15 @@
+// The job registry: name -> handler. One line per job type.
+#include "worker/job.h"
+
+namespace djinn {
+
+void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry) {
+  (*registry)["ping"] = NewPingJob();
+  (*registry)["download_job"] = NewDownloadJob(config);
+  if (test_jobs) {
+    (*registry)["sleep"] = NewSleepJob();
+    (*registry)["crash"] = NewCrashJob();
+  }
+}
+
+}  // namespace djinn

@@ -1,0 +1,38 @@
+// Jobs for the test suite only, registered when the master was started
+// with DJINN_CONSUMER_TEST_JOBS=1 (see docs/testing.md):
+//   {"job":"sleep","ms":N}  runs for N milliseconds (job_timeout tests)
+//   {"job":"crash"}         kills its worker (poison-pill tests)
+#include <signal.h>
+#include <time.h>
+
+#include "worker/job.h"
+
+namespace djinn {
+namespace {
+
+class SleepJob : public JobHandler {
+ public:
+  Status Run(const DecodedJob& job, JobContext&) override {
+    const auto* args = std::get_if<TestArgs>(&job.args);
+    int64_t ms = args ? args->ms : 0;
+    struct timespec ts = {static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    return Status::Ok();
+  }
+};
+
+class CrashJob : public JobHandler {
+ public:
+  Status Run(const DecodedJob&, JobContext&) override {
+    raise(SIGSEGV);
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<JobHandler> NewSleepJob() { return std::make_unique<SleepJob>(); }
+std::unique_ptr<JobHandler> NewCrashJob() { return std::make_unique<CrashJob>(); }
+
+}  // namespace djinn

@@ -1,0 +1,266 @@
+#include "worker/worker.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+
+#include "common/envelope.h"
+#include "common/exit_codes.h"
+#include "common/log.h"
+#include "common/payload.h"
+#include "common/proctitle.h"
+#include "common/sandbox.h"
+
+namespace djinn {
+namespace {
+
+constexpr int kBlockMs = 1000;       // wait on Q:signal; bounds stop latency
+constexpr int kMaxBackoffMs = 5000;  // Redis down: retry at most this far apart
+constexpr int kWorkerRedisTimeoutMs = 5000;
+
+volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_reopen = 0;
+
+// ---------------------------------------------------------------------
+// SIGNAL HANDLERS: async-signal context. Only set a flag; the loop acts.
+// ---------------------------------------------------------------------
+void OnTerm(int) { g_stop = 1; }
+void OnUsr1(int) { g_reopen = 1; }
+
+void InstallWorkerSignals() {
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = OnTerm;
+  sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = OnUsr1;
+  sigaction(SIGUSR1, &sa, nullptr);
+  // Terminal signals (Ctrl-C goes to the whole process group) and the
+  // master's own signals mean nothing to a worker.
+  sa.sa_handler = SIG_IGN;
+  for (int s : {SIGINT, SIGQUIT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE, SIGUSR2})
+    sigaction(s, &sa, nullptr);
+  sa.sa_handler = SIG_DFL;
+  sigaction(SIGCHLD, &sa, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+// Closes every inherited fd but stdio and the log: other workers' state,
+// the pidfile lock, the master's Redis connection.
+void CloseInheritedFds() {
+  int keep = Log::Fd();
+  if (keep > 3) syscall(SYS_close_range, 3u, static_cast<unsigned>(keep - 1), 0u);
+  syscall(SYS_close_range, static_cast<unsigned>(std::max(keep + 1, 3)), ~0u, 0u);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0) {
+    dup2(devnull, STDIN_FILENO);
+    close(devnull);
+  }
+}
+
+}  // namespace
+
+[[noreturn]] void RunWorkerProcess(const WorkerParams& params) {
+  Log::SetRole("worker " + std::to_string(params.number));
+  InstallWorkerSignals();
+  // If the master dies, finish the job at hand and leave (SIGTERM), rather
+  // than run unsupervised. The check closes the race with a master that
+  // died before prctl.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != params.master_pid) _exit(kExitWorkerOrphan);
+  CloseInheritedFds();
+  SetProcTitle("djinn-consumer: worker " + std::to_string(params.number) + " starting");
+
+  const Config& cfg = *params.config;
+  SandboxOptions sb;
+  sb.user = cfg.user;
+  sb.group = cfg.group;
+  sb.writable_dirs = {cfg.store.path};
+  if (!cfg.log_file.empty()) sb.writable_files = {cfg.log_file};
+  std::string notes;
+  Status st = ApplySandbox(sb, &notes);
+  if (!st.ok()) {
+    LOG_ERROR("cannot apply sandbox: %s", st.message().c_str());
+    _exit(kExitWorkerSandbox);
+  }
+  LOG_DEBUG("sandbox applied (%s)", notes.c_str());
+
+  Worker worker(params, OpenQueue(cfg, kWorkerRedisTimeoutMs));
+  _exit(worker.Run());
+}
+
+Worker::Worker(const WorkerParams& params, std::unique_ptr<Queue> queue)
+    : p_(params), config_(*params.config), queue_(std::move(queue)) {
+  RegisterJobs(config_, p_.test_jobs, &jobs_);
+  title_prefix_ = "djinn-consumer: worker " + std::to_string(p_.number) + " ";
+}
+
+void Worker::Title(const std::string& state) { SetProcTitle(title_prefix_ + state); }
+
+int Worker::Run() {
+  RegisterConsumer();
+  Title("idle");
+  std::string pending_ack;
+  while (!g_stop) {
+    if (g_reopen) {
+      g_reopen = 0;
+      Status rs = Log::Reopen();
+      if (rs.ok()) LOG_INFO("log file reopened");
+      else LOG_WARN("cannot reopen log: %s", rs.message().c_str());
+    }
+    auto taken = queue_->AckAndTake(p_.consumer_key, pending_ack, kBlockMs);
+    if (!taken.ok()) {
+      if (taken.status().message().find("not registered") != std::string::npos) {
+        // The supervisor judged us dead (heartbeat gap): our inflight jobs
+        // were requeued already; join again.
+        LOG_WARN("consumer %s was unregistered; registering again", p_.consumer_key.c_str());
+        pending_ack.clear();
+        RegisterConsumer();
+        continue;
+      }
+      QueueDown(taken.status());
+      Backoff();
+      continue;
+    }
+    QueueUp();
+    pending_ack.clear();
+    if (!taken->has_value()) continue;
+    pending_ack = RunJob(**taken);
+    Title("idle");
+  }
+  // Stopping: ack the last job on its own (no new take), bounded tries; a
+  // job whose ack cannot be written stays in our inflight set and is
+  // requeued by the master.
+  for (int i = 0; !pending_ack.empty() && i < 3; i++) {
+    Status st = queue_->Ack(p_.consumer_key, pending_ack);
+    if (st.ok()) pending_ack.clear();
+    else Backoff();
+  }
+  if (!pending_ack.empty())
+    LOG_ERROR("job %s: ack failed; it stays in flight and will be requeued", pending_ack.c_str());
+  else if (Status st = queue_->Unregister(p_.consumer_key); !st.ok())
+    LOG_WARN("unregister: %s", st.message().c_str());
+  LOG_DEBUG("stopped");
+  return kExitOk;
+}
+
+void Worker::RegisterConsumer() {
+  while (!g_stop) {
+    Status st = queue_->Register(p_.consumer_key);
+    if (st.ok()) {
+      QueueUp();
+      return;
+    }
+    QueueDown(st);
+    Backoff();
+  }
+}
+
+std::string Worker::RunJob(const RawJob& raw) {
+  auto env = DecodeEnvelope(raw.envelope);
+  if (!env.ok()) {
+    // Keep the bytes: Kill() writes back what it is given, so write the
+    // original envelope untouched under the same ID.
+    LOG_ERROR("job %s: poison: %s; moved to dead set", raw.id.c_str(),
+              env.status().message().c_str());
+    Status st = queue_->KillRaw(p_.consumer_key, raw.id);
+    if (!st.ok()) LOG_ERROR("job %s: kill: %s", raw.id.c_str(), st.message().c_str());
+    return "";
+  }
+  Envelope& e = *env;
+  if (e.id.empty()) e.id = raw.id;
+  auto job = DecodePayload(e.data);
+  std::string name = job.ok() ? job->name : "?";
+  p_.scoreboard->SetBusy(p_.board_index, e.id, name, MonotonicMs());
+  Title("busy " + name + " " + e.id);
+  std::string ack;
+  if (!job.ok()) {
+    Finish(e, name, job.status(), &ack);
+  } else if (auto it = jobs_.find(job->name); it == jobs_.end()) {
+    Finish(e, name, Status::Poison("unknown job \"" + job->name + "\""), &ack);
+  } else {
+    JobContext ctx{config_, e, e.attempt + 1 >= config_.attempts,
+                   [this, &name, &e](const std::string& progress) {
+                     Title("busy " + name + " " + e.id + " " + progress);
+                   }};
+    Status st = it->second->Run(*job, ctx);
+    Finish(e, name, st, &ack);
+  }
+  p_.scoreboard->SetIdle(p_.board_index);
+  return ack;
+}
+
+void Worker::Finish(const Envelope& env, const std::string& name, const Status& st,
+                    std::string* ack) {
+  switch (st.kind()) {
+    case Status::Kind::kOk:
+      LOG_DEBUG("job %s (%s): done", env.id.c_str(), name.c_str());
+      *ack = env.id;
+      return;
+    case Status::Kind::kPermanent:
+      LOG_ERROR("job %s (%s): failed: %s", env.id.c_str(), name.c_str(), st.message().c_str());
+      *ack = env.id;
+      return;
+    case Status::Kind::kTransient:
+      Retry(env, name + ": " + st.message());
+      return;
+    case Status::Kind::kPoison:
+      Kill(env, "poison: " + st.message());
+      return;
+  }
+}
+
+void Worker::Retry(const Envelope& env, const std::string& reason) {
+  Envelope next = env;
+  next.attempt = env.attempt + 1;
+  if (next.attempt >= config_.attempts) {
+    Kill(env, reason + " (attempts exhausted)");
+    return;
+  }
+  double delay = RetryBackoffSeconds(next.attempt);
+  LOG_WARN("job %s: %s; retry %lld/%d in %.0fs", env.id.c_str(), reason.c_str(),
+           static_cast<long long>(next.attempt), config_.attempts - 1, delay);
+  Status st = queue_->Retry(p_.consumer_key, next, delay);
+  if (!st.ok())
+    LOG_ERROR("job %s: cannot schedule retry: %s; it stays in flight and will be requeued",
+              env.id.c_str(), st.message().c_str());
+}
+
+void Worker::Kill(const Envelope& env, const std::string& reason) {
+  Envelope next = env;
+  next.attempt = env.attempt + 1;
+  LOG_ERROR("job %s: %s; moved to dead set", env.id.c_str(), reason.c_str());
+  Status st = queue_->Kill(p_.consumer_key, next);
+  if (!st.ok())
+    LOG_ERROR("job %s: cannot move to dead set: %s; it stays in flight and will be requeued",
+              env.id.c_str(), st.message().c_str());
+}
+
+void Worker::QueueDown(const Status& st) {
+  if (!queue_down_) LOG_ERROR("queue unavailable: %s; retrying", st.message().c_str());
+  queue_down_ = true;
+  Title("waiting for redis");
+}
+
+void Worker::QueueUp() {
+  if (queue_down_) LOG_INFO("queue available again");
+  queue_down_ = false;
+  backoff_ms_ = 0;
+}
+
+void Worker::Backoff() {
+  backoff_ms_ = std::clamp(backoff_ms_ * 2, 100, kMaxBackoffMs);
+  struct timespec ts = {backoff_ms_ / 1000, (backoff_ms_ % 1000) * 1000000L};
+  nanosleep(&ts, nullptr);  // a signal (TERM) cuts it short
+}
+
+}  // namespace djinn
