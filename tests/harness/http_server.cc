@@ -1,0 +1,120 @@
+#include "tests/harness/http_server.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+namespace djinn::testing {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string Python() {
+  // Debian's own interpreter first: a pyenv shim on PATH costs ~100 ms.
+  return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
+}  // namespace
+
+HttpServer::HttpServer() : dir_("djinn-httpd") {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+std::string HttpServer::ScriptPath() {
+  const char* env = std::getenv("DJINN_HTTPD_PY");
+  if (env && *env) return env;
+  std::error_code ec;
+  std::vector<fs::path> candidates = {fs::path(__FILE__).parent_path() / "httpd.py",
+                                      fs::path("tests/harness/httpd.py")};
+  // Walk up from the test binary too (out-of-tree builds run from anywhere).
+  for (fs::path p = fs::read_symlink("/proc/self/exe", ec).parent_path();
+       !ec && p.has_relative_path(); p = p.parent_path()) {
+    candidates.push_back(p / "tests/harness/httpd.py");
+  }
+  for (const auto& c : candidates) {
+    if (fs::is_regular_file(c, ec)) return fs::absolute(c, ec).string();
+  }
+  return "tests/harness/httpd.py";
+}
+
+::testing::AssertionResult HttpServer::Start(const std::string& dir, const TestCerts* tls,
+                                             int port) {
+  Stop();
+  std::string ready = dir_.Sub("ready");
+  std::string log = dir_.Sub("httpd.log");
+  std::remove(ready.c_str());
+  std::vector<std::string> argv = {Python(),       ScriptPath(),
+                                   "--dir",        dir,
+                                   "--port",       std::to_string(port),
+                                   "--log",        dir_.Sub("requests.log"),
+                                   "--ready-file", ready};
+  tls_ = tls != nullptr;
+  if (tls) {
+    argv.insert(argv.end(), {"--cert", tls->server_cert, "--key", tls->server_key});
+  }
+  if (!proc_.Start(argv, log)) return ::testing::AssertionFailure() << "cannot fork httpd.py";
+  bool up = WaitFor([&] { return FileExists(ready) || !proc_.Running(); });
+  if (!up || !FileExists(ready)) {
+    int st = proc_.Wait(std::chrono::seconds(2));
+    proc_.Stop(std::chrono::milliseconds(0));
+    std::string out = ReadFile(log);
+    if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 3) {
+      return ::testing::AssertionFailure()
+             << "HTTP test server: port " << port << " is taken: " << out;
+    }
+    return ::testing::AssertionFailure()
+           << "HTTP test server (" << ScriptPath() << ") did not start: " << out;
+  }
+  port_ = std::atoi(ReadFile(ready).c_str());
+  return ::testing::AssertionSuccess();
+}
+
+void HttpServer::Stop() { proc_.Stop(std::chrono::milliseconds(0)); }
+
+std::string HttpServer::url(const std::string& path) const {
+  std::string p = !path.empty() && path[0] == '/' ? path.substr(1) : path;
+  return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + "/" + p;
+}
+
+std::vector<HttpServer::Request> HttpServer::Requests() const {
+  std::vector<Request> out;
+  std::istringstream in(ReadFile(dir_.Sub("requests.log")));
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t a = line.find('\t');
+    size_t b = line.rfind('\t');
+    if (a == std::string::npos || b == a) continue;  // a line being written
+    out.push_back(
+        {line.substr(0, a), line.substr(a + 1, b - a - 1), std::atoi(line.c_str() + b + 1)});
+  }
+  return out;
+}
+
+int HttpServer::Hits(const std::string& path) const {
+  bool with_query = path.find('?') != std::string::npos;
+  int n = 0;
+  for (const auto& r : Requests()) {
+    std::string p = with_query ? r.path : r.path.substr(0, r.path.find('?'));
+    if (p == path) ++n;
+  }
+  return n;
+}
+
+std::string HttpServer::BigBody(size_t n) {
+  // Keep in step with big_block() in httpd.py.
+  constexpr size_t kBlock = 1 << 20;
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    size_t j = i % kBlock;
+    static const char kMagic[] = "QFI\xfb";
+    out[i] = j < 4 ? kMagic[j] : static_cast<char>((j * 31 + 7) & 0xff);
+  }
+  return out;
+}
+
+}  // namespace djinn::testing

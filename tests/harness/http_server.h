@@ -1,0 +1,74 @@
+// The test HTTP(S) server: tests/harness/httpd.py (Python 3 standard library)
+// run as a child process on 127.0.0.1. The URL routes it understands
+// (/files, /images, /ctype, /status, /flaky, /trickle, /redirect,
+// /redirect-to, /auth, /nolength, /chunked, /big, /slow-headers) are listed
+// at the top of httpd.py.
+#ifndef DJINN_TESTS_HARNESS_HTTP_SERVER_H_
+#define DJINN_TESTS_HARNESS_HTTP_SERVER_H_
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "tests/harness/harness.h"
+#include "tests/harness/tls.h"
+
+namespace djinn::testing {
+
+// Fixed port of the wire-compatibility e2e vectors (../shared/vectors).
+inline constexpr int kE2eHttpPort = 18931;
+
+class HttpServer {
+ public:
+  struct Request {
+    std::string method;
+    std::string path;  // as sent, with the query
+    int status;
+  };
+
+  HttpServer();
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Serves the files under dir. tls: serve HTTPS with certs->server_cert /
+  // server_key (the pointer is not kept). port 0: a free port chosen by the
+  // server itself (no race); otherwise exactly that port, and when it cannot
+  // be bound, fails with "port N is taken". Takes ~100 ms.
+  // Use as ASSERT_TRUE(http.Start(dir)): the result carries the reason.
+  ::testing::AssertionResult Start(const std::string& dir, const TestCerts* tls = nullptr,
+                                   int port = 0);
+  // Kills the server (open connections are cut). Start may be called again;
+  // the request log is kept, /flaky counters start over.
+  void Stop();
+
+  int port() const { return port_; }
+  bool tls() const { return tls_; }
+  // "http(s)://127.0.0.1:<port>/<path>" (path with or without leading '/').
+  std::string url(const std::string& path) const;
+
+  // The request log, oldest first. A request is logged when its status line
+  // is sent, so it is there once the client has seen the headers.
+  std::vector<Request> Requests() const;
+  // Requests whose path (with or, if path has no '?', without the query)
+  // equals path.
+  int Hits(const std::string& path) const;
+
+  // The first n bytes of what /big/<n> sends (n up to a few MiB is sensible).
+  static std::string BigBody(size_t n);
+  // Path of httpd.py: $DJINN_HTTPD_PY, else found next to this source file
+  // or under ./tests/harness.
+  static std::string ScriptPath();
+
+ private:
+  TempDir dir_;
+  Process proc_;
+  int port_ = 0;
+  bool tls_ = false;
+};
+
+}  // namespace djinn::testing
+
+#endif  // DJINN_TESTS_HARNESS_HTTP_SERVER_H_
