@@ -75,6 +75,12 @@ class Queue {
   // Into Q:dead leaving Q:data untouched: for an envelope that cannot be
   // decoded (its bytes are kept as they are for a human to look at).
   virtual Status KillRaw(const std::string& consumer_key, const std::string& id) = 0;
+  // After a broken connection: a take Redis ran but whose reply was lost
+  // left an ID in our inflight set that we do not know we hold. Every ID
+  // there but keep_id goes back to the head of Q:active (attempt
+  // unchanged: it never ran). Returns how many.
+  virtual Result<int64_t> RecoverInflight(const std::string& consumer_key,
+                                          const std::string& keep_id) = 0;
   // ZREM consumers + DEL inflight key, only when its inflight set is empty.
   virtual Status Unregister(const std::string& consumer_key) = 0;
 

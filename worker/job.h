@@ -42,7 +42,7 @@ class JobHandler {
 using JobRegistry = std::map<std::string, std::unique_ptr<JobHandler>>;
 
 // Fills the registry with every job type this build handles. With
-// test_jobs, also the jobs only the test suite uses (sleep, crash).
+// test_jobs, also the jobs only the test suite uses (sleep, crash, fail).
 void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry);
 
 // One factory per job file.
@@ -50,6 +50,7 @@ std::unique_ptr<JobHandler> NewPingJob();
 std::unique_ptr<JobHandler> NewDownloadJob(const Config& config);
 std::unique_ptr<JobHandler> NewSleepJob();
 std::unique_ptr<JobHandler> NewCrashJob();
+std::unique_ptr<JobHandler> NewFailJob();
 
 }  // namespace djinn
 

@@ -117,6 +117,20 @@ int Worker::Run() {
       if (rs.ok()) LOG_INFO("log file reopened");
       else LOG_WARN("cannot reopen log: %s", rs.message().c_str());
     }
+    if (queue_down_) {
+      // Back from an outage? The reply of the call that failed may have
+      // been lost after Redis ran it: a job taken that we never saw would
+      // sit in our inflight set for as long as we live. Give such jobs
+      // back before taking more; the one we hold (pending_ack) stays.
+      auto recovered = queue_->RecoverInflight(p_.consumer_key, pending_ack);
+      if (!recovered.ok()) {
+        Backoff();
+        continue;
+      }
+      if (*recovered > 0)
+        LOG_WARN("gave back %lld job(s) taken while the connection broke",
+                 static_cast<long long>(*recovered));
+    }
     auto taken = queue_->AckAndTake(p_.consumer_key, pending_ack, kBlockMs);
     if (!taken.ok()) {
       if (taken.status().message().find("not registered") != std::string::npos) {
@@ -226,7 +240,7 @@ void Worker::Retry(const Envelope& env, const std::string& reason) {
     Kill(env, reason + " (attempts exhausted)");
     return;
   }
-  double delay = RetryBackoffSeconds(next.attempt);
+  double delay = RetryBackoffSeconds(env.attempt);  // curlyq: the attempt as taken
   LOG_WARN("job %s: %s; retry %lld/%d in %.0fs", env.id.c_str(), reason.c_str(),
            static_cast<long long>(next.attempt), config_.attempts - 1, delay);
   Status st = queue_->Retry(p_.consumer_key, next, delay);

@@ -23,7 +23,6 @@ class ConfigTest : public ::testing::Test {
  protected:
   // Writes text to a file and loads it.
   Result<Config> Load(const std::string& text) {
-    path_ = dir_.Sub("consumer.conf");
     WriteFile(path_, text);
     return LoadConfig(path_);
   }
@@ -33,7 +32,7 @@ class ConfigTest : public ::testing::Test {
     return r.ok() ? "" : r.status().message();
   }
   TempDir dir_;
-  std::string path_;
+  const std::string path_ = dir_.Sub("consumer.conf");
 };
 
 TEST_F(ConfigTest, MinimalConfigGetsEveryDefault) {
@@ -108,7 +107,7 @@ download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = "/
 
 TEST_F(ConfigTest, WrongTypeNamesFileLineAndParameter) {
   std::string e = Error(std::string(kMinimal) + "\nworkers = \"four\";\n");
-  EXPECT_EQ(e, path_ + ":5: workers: expected an integer");
+  EXPECT_EQ(e, path_ + ":6: workers: expected an integer");
   e = Error(R"(database = { addr = 5432; name = "d"; username = "u"; };)");
   EXPECT_EQ(e, path_ + ":1: database.addr: expected a string");
 }
@@ -133,8 +132,9 @@ TEST_F(ConfigTest, StoreMustBeImagesOfTypeFile) {
 redis = { addr = "a:1"; };
 store = { images = { type = "s3"; path = "/x"; }; };)").find(":3: store.images.type: only \"file\""),
             std::string::npos);
-  EXPECT_NE(Error(std::string(kMinimal) + "store = { other = { type = \"file\"; path = \"/x\"; }; };\n")
-                .find("store.other: unknown store"),
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+redis = { addr = "a:1"; };
+store = { other = { type = "file"; path = "/x"; }; };)").find(":3: store.other: unknown store"),
             std::string::npos);
   EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
 redis = { addr = "a:1"; };
@@ -152,13 +152,17 @@ store = { images = { type = "file"; path = "/x"; }; };)"), path_ + ": database: 
 TEST_F(ConfigTest, PasswordAndPasswordFileAreExclusive) {
   std::string pw = dir_.Sub("p");
   WriteFile(pw, "x");
-  EXPECT_NE(Error(std::string(kMinimal) + "redis = { addr = \"a:1\"; password = \"a\"; password_file = \"" + pw + "\"; };\n")
-                .find("redis.password_file: give password or password_file, not both"),
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+store = { images = { type = "file"; path = "/x"; }; };
+redis = { addr = "a:1"; password = "a"; password_file = ")" + pw + R"("; };)")
+                .find(":3: redis.password_file: give password or password_file, not both"),
             std::string::npos);
 }
 
 TEST_F(ConfigTest, MissingPasswordFileIsNamed) {
-  std::string e = Error(std::string(kMinimal) + "redis = { addr = \"a:1\"; password_file = \"/nonexistent/p\"; };\n");
+  std::string e = Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+store = { images = { type = "file"; path = "/x"; }; };
+redis = { addr = "a:1"; password_file = "/nonexistent/p"; };)");
   EXPECT_NE(e.find("redis.password_file: /nonexistent/p: No such file or directory"), std::string::npos) << e;
 }
 

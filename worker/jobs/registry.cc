@@ -9,6 +9,7 @@ void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry) {
   if (test_jobs) {
     (*registry)["sleep"] = NewSleepJob();
     (*registry)["crash"] = NewCrashJob();
+    (*registry)["fail"] = NewFailJob();
   }
 }
 

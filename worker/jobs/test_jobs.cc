@@ -2,6 +2,7 @@
 // with DJINN_CONSUMER_TEST_JOBS=1 (see docs/testing.md):
 //   {"job":"sleep","ms":N}  runs for N milliseconds (job_timeout tests)
 //   {"job":"crash"}         kills its worker (poison-pill tests)
+//   {"job":"fail"}          fails transiently (retry and backoff tests)
 #include <signal.h>
 #include <time.h>
 
@@ -30,8 +31,16 @@ class CrashJob : public JobHandler {
   }
 };
 
+class FailJob : public JobHandler {
+ public:
+  Status Run(const DecodedJob&, JobContext&) override {
+    return Status::Transient("failing on purpose");
+  }
+};
+
 }  // namespace
 
+std::unique_ptr<JobHandler> NewFailJob() { return std::make_unique<FailJob>(); }
 std::unique_ptr<JobHandler> NewSleepJob() { return std::make_unique<SleepJob>(); }
 std::unique_ptr<JobHandler> NewCrashJob() { return std::make_unique<CrashJob>(); }
 

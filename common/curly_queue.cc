@@ -1,0 +1,560 @@
+#include "common/curly_queue.h"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace djinn {
+
+namespace {
+
+// The scripts keep curlyq's key order and semantics (lua/*.lua of
+// mcmathja/curlyq); where we combine steps, every key still means what
+// curlyq means by it. They are kept short: AckAndTake runs once per job.
+
+// curlyq push_job.lua.
+const RedisScript kPush(R"lua(
+if redis.call('hsetnx', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('rpush', KEYS[2], ARGV[1])
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+  return 1
+end
+return 0
+)lua");
+
+// ack_job.lua + get_jobs.lua with a count of one. KEYS: consumers, active,
+// inflight, data, signal. ARGV: consumer key, ID to ack ('' for none).
+// Like get_jobs.lua it refuses an unregistered consumer (an orphaned one
+// whose jobs were requeued must not take more) and clears the signal when
+// it found fewer jobs than asked, so idle consumers block until a push.
+const RedisScript kAckAndTake(R"lua(
+if ARGV[2] ~= '' and redis.call('srem', KEYS[3], ARGV[2]) == 1 then
+  redis.call('hdel', KEYS[4], ARGV[2])
+end
+if not redis.call('zscore', KEYS[1], ARGV[1]) then
+  return redis.error_reply('consumer not registered')
+end
+local id = redis.call('lpop', KEYS[2])
+if not id then
+  redis.call('del', KEYS[5])
+  return false
+end
+redis.call('sadd', KEYS[3], id)
+return {id, redis.call('hget', KEYS[4], id)}
+)lua");
+
+// curlyq ack_job.lua. KEYS: inflight, data. ARGV: ID.
+const RedisScript kAck(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+  redis.call('hdel', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+)lua");
+
+// curlyq retry_job.lua (KEYS[2] = scheduled, ARGV[2] = retry time) and
+// kill_job.lua (KEYS[2] = dead, ARGV[2] = now): the same script.
+// KEYS: inflight, scheduled|dead, data. ARGV: ID, score, envelope.
+const RedisScript kMoveToSet(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+  redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('hset', KEYS[3], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+)lua");
+
+// kill_job.lua without the HSET: the undecodable bytes stay for a human.
+// KEYS: inflight, dead. ARGV: ID, now.
+const RedisScript kKillRaw(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+  redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+)lua");
+
+// curlyq enqueue_scheduled_jobs.lua. KEYS: scheduled, active, signal.
+// ARGV: now, max.
+const RedisScript kEnqueueScheduled(R"lua(
+local ids = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+local count = #ids
+if count > 0 then
+  redis.call('rpush', KEYS[2], unpack(ids))
+  redis.call('zremrangebyrank', KEYS[1], 0, count - 1)
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+end
+return count
+)lua");
+
+// curlyq reenqueue_orphaned_jobs.lua. KEYS: consumers, active, signal.
+// ARGV: expired-before time, max jobs.
+const RedisScript kRequeueOrphans(R"lua(
+local consumers = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+local limit = tonumber(ARGV[2])
+for _, consumer in ipairs(consumers) do
+  local jobs = redis.call('spop', consumer, limit)
+  local count = #jobs
+  if count > 0 then
+    redis.call('rpush', KEYS[2], unpack(jobs))
+  end
+  if count < limit then
+    redis.call('zrem', KEYS[1], consumer)
+  end
+  limit = limit - count
+  if limit <= 0 then
+    break
+  end
+end
+local processed = tonumber(ARGV[2]) - limit
+if processed > 0 then
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+end
+return processed
+)lua");
+
+// Our own. KEYS: inflight, active, signal. ARGV: the ID the consumer
+// knows it holds ('' for none). A take whose reply was lost (the
+// connection broke after Redis ran it) leaves an ID in a live consumer's
+// set that the consumer does not know about; heartbeats keep orphan
+// requeue away, so it would be stuck. Put such IDs back at the head,
+// where they were taken from.
+const RedisScript kRecoverInflight(R"lua(
+local n = 0
+for _, id in ipairs(redis.call('smembers', KEYS[1])) do
+  if id ~= ARGV[1] then
+    redis.call('srem', KEYS[1], id)
+    redis.call('lpush', KEYS[2], id)
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+end
+return n
+)lua");
+
+// KEYS: consumers, inflight. ARGV: consumer key. Returns the jobs left.
+const RedisScript kUnregisterIfEmpty(R"lua(
+local n = redis.call('scard', KEYS[2])
+if n == 0 then
+  redis.call('zrem', KEYS[1], ARGV[1])
+  redis.call('del', KEYS[2])
+end
+return n
+)lua");
+
+// KEYS: inflight, data. Returns {id1, envelope1 or nil, id2, ...}.
+const RedisScript kReadInflight(R"lua(
+local out = {}
+for i, id in ipairs(redis.call('smembers', KEYS[1])) do
+  out[2 * i - 1] = id
+  out[2 * i] = redis.call('hget', KEYS[2], id)
+end
+return out
+)lua");
+
+// KEYS: inflight, active, dead, data, signal. ARGV: ID, now, '1' to kill
+// or '0' to requeue, [new envelope]. Acts only if the ID is still in
+// that inflight set, so a job is never moved twice.
+const RedisScript kFailOne(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+if ARGV[4] then
+  redis.call('hset', KEYS[4], ARGV[1], ARGV[4])
+end
+if ARGV[3] == '1' then
+  redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
+else
+  redis.call('rpush', KEYS[2], ARGV[1])
+  redis.call('del', KEYS[5])
+  redis.call('lpush', KEYS[5], 1)
+end
+return 1
+)lua");
+
+// KEYS: active, scheduled, dead, data, consumers.
+const RedisScript kStats(R"lua(
+return {redis.call('llen', KEYS[1]), redis.call('zcard', KEYS[2]),
+        redis.call('zcard', KEYS[3]), redis.call('hlen', KEYS[4]),
+        redis.call('zcard', KEYS[5])}
+)lua");
+
+// An integer formatted on the stack, for argv.
+class IntArg {
+ public:
+  explicit IntArg(int64_t v) {
+    auto [end, ec] = std::to_chars(buf_, buf_ + sizeof buf_, v);
+    (void)ec;  // 24 bytes hold any int64
+    len_ = static_cast<size_t>(end - buf_);
+  }
+  std::string_view view() const { return std::string_view(buf_, len_); }
+
+ private:
+  char buf_[24];
+  size_t len_;
+};
+
+timespec RealNow() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+// Unix seconds, as curlyq's time.Now().Unix().
+int64_t NowSeconds() { return RealNow().tv_sec; }
+
+// time.Now().Add(delay).Unix(): whole seconds, rounded down.
+int64_t SecondsFromNow(double delay) {
+  timespec ts = RealNow();
+  if (!(delay > 0)) delay = 0;  // also NaN
+  delay = std::min(delay, kCurlyMaxBackoffSeconds);
+  return static_cast<int64_t>(
+      std::floor(static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9 + delay));
+}
+
+// Fills buf from the kernel's CSPRNG. Failure means a broken system (no
+// getrandom and no /dev/urandom): abort, the master respawns or exits.
+void RandomBytes(unsigned char* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = getrandom(buf + got, n - got, 0);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+    } else if (r < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
+  }
+  if (got == n) return;
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  while (fd >= 0 && got < n) {
+    ssize_t r = ::read(fd, buf + got, n - got);
+    if (r > 0) got += static_cast<size_t>(r);
+    else if (r < 0 && errno == EINTR) continue;
+    else break;
+  }
+  if (fd >= 0) ::close(fd);
+  if (got != n) {
+    std::fprintf(stderr, "djinn-consumer: no randomness (getrandom, /dev/urandom): %s\n",
+                 std::strerror(errno));
+    std::abort();
+  }
+}
+
+std::string_view ReplyView(const redisReply* r) {
+  return std::string_view(r->str, r->len);
+}
+
+Status Unexpected(const std::string& what, const redisReply* r) {
+  return Status::Permanent(what + ": unexpected reply type " + std::to_string(r->type));
+}
+
+}  // namespace
+
+std::string NewConsumerKey(const std::string& queue) {
+  unsigned char b[16];
+  RandomBytes(b, sizeof b);
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string uuid;
+  uuid.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) uuid += '-';
+    uuid += kHex[b[i] >> 4];
+    uuid += kHex[b[i] & 15];
+  }
+  return queue + ":inflight:" + uuid;
+}
+
+double RetryBackoffSeconds(int64_t attempt) {
+  // curlyq expBackoff(): (1 + rand) * 2^attempt / 2 seconds, capped. The
+  // random draw comes from the kernel each time: retries are rare, and a
+  // user-space generator seeded in the master would hand every forked
+  // worker the same "jitter".
+  uint64_t bits;
+  RandomBytes(reinterpret_cast<unsigned char*>(&bits), sizeof bits);
+  double u = static_cast<double>(bits >> 11) * 0x1.0p-53;  // [0, 1)
+  int64_t a = std::clamp<int64_t>(attempt, 0, 64);
+  double backoff = std::ldexp(1.0 + u, static_cast<int>(a) - 1);
+  return std::min(backoff, kCurlyMaxBackoffSeconds);
+}
+
+CurlyQueue::CurlyQueue(std::string name, RedisOptions options)
+    : name_(std::move(name)),
+      active_(name_ + ":active"),
+      consumers_(name_ + ":consumers"),
+      data_(name_ + ":data"),
+      dead_(name_ + ":dead"),
+      scheduled_(name_ + ":scheduled"),
+      signal_(name_ + ":signal"),
+      conn_(std::move(options)) {}
+
+Status CurlyQueue::Push(const Envelope& env) {
+  std::string msg = EncodeEnvelope(env);
+  auto r = conn_.EvalSha(kPush, {data_, active_, signal_}, {env.id, msg});
+  return r.status();
+}
+
+Status CurlyQueue::Register(const std::string& consumer_key) {
+  IntArg now(NowSeconds());
+  return conn_.Command({"ZADD", consumers_, now.view(), consumer_key}).status();
+}
+
+Status CurlyQueue::Heartbeat(const std::vector<std::string>& consumer_keys) {
+  if (consumer_keys.empty()) return Status::Ok();
+  IntArg now(NowSeconds());
+  std::vector<std::string_view> argv;
+  argv.reserve(2 + 2 * consumer_keys.size());
+  argv.push_back("ZADD");
+  argv.push_back(consumers_);
+  for (const std::string& k : consumer_keys) {
+    argv.push_back(now.view());
+    argv.push_back(k);
+  }
+  return conn_.Command(argv).status();
+}
+
+Result<std::optional<RawJob>> CurlyQueue::TakeOnce(const std::string& consumer_key,
+                                                   const std::string& ack_id) {
+  auto r = conn_.EvalSha(kAckAndTake, {consumers_, active_, consumer_key, data_, signal_},
+                         {consumer_key, ack_id});
+  if (!r.ok()) {
+    const std::string& m = r.status().message();
+    static constexpr std::string_view kRefused = ": consumer not registered";
+    if (m.size() >= kRefused.size() &&
+        m.compare(m.size() - kRefused.size(), kRefused.size(), kRefused) == 0) {
+      return Status::Transient("consumer not registered: " + consumer_key +
+                               " is not in " + consumers_);
+    }
+    return r.status();
+  }
+  const redisReply* rep = r->get();
+  if (rep->type == REDIS_REPLY_NIL) return std::optional<RawJob>();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+      rep->element[0]->type != REDIS_REPLY_STRING) {
+    return Unexpected("take from " + active_, rep);
+  }
+  RawJob job;
+  job.id.assign(ReplyView(rep->element[0]));
+  // A job whose data is missing comes back with an empty envelope: the
+  // caller's DecodeEnvelope() fails and it is dead-lettered by ID.
+  if (rep->element[1]->type == REDIS_REPLY_STRING) {
+    job.envelope.assign(ReplyView(rep->element[1]));
+  }
+  return std::optional<RawJob>(std::move(job));
+}
+
+std::string CurlyQueue::BlockTimeoutArg(int block_ms) const {
+  if (whole_second_timeouts_ || block_ms % 1000 == 0) {
+    return std::to_string((block_ms + 999) / 1000);
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d.%03d", block_ms / 1000, block_ms % 1000);
+  return buf;
+}
+
+Result<std::optional<RawJob>> CurlyQueue::AckAndTake(const std::string& consumer_key,
+                                                     const std::string& ack_id,
+                                                     int block_ms) {
+  auto first = TakeOnce(consumer_key, ack_id);
+  if (!first.ok() || first->has_value() || block_ms <= 0) return first;
+
+  // Idle like curlyq's poller: the take above cleared Q:signal in the same
+  // script that found Q:active empty, so a push after it re-creates the
+  // token and BRPOPLPUSH returns at once; pushing the token back onto the
+  // same list wakes every other idle consumer too.
+  auto wait = [&] {
+    return conn_.BlockingCommand(
+        {"BRPOPLPUSH", signal_, signal_, BlockTimeoutArg(block_ms)},
+        std::chrono::milliseconds(block_ms));
+  };
+  auto w = wait();
+  if (!w.ok() && w.status().permanent() && !whole_second_timeouts_ &&
+      w.status().message().find("timeout is not") != std::string::npos) {
+    whole_second_timeouts_ = true;  // Redis < 6: no fractional timeouts
+    w = wait();
+  }
+  if (!w.ok()) return w.status();
+  return TakeOnce(consumer_key, std::string());
+}
+
+Status CurlyQueue::Ack(const std::string& consumer_key, const std::string& id) {
+  return conn_.EvalSha(kAck, {consumer_key, data_}, {id}).status();
+}
+
+Status CurlyQueue::Retry(const std::string& consumer_key, const Envelope& env,
+                         double delay_seconds) {
+  std::string msg = EncodeEnvelope(env);
+  IntArg at(SecondsFromNow(delay_seconds));
+  return conn_.EvalSha(kMoveToSet, {consumer_key, scheduled_, data_},
+                       {env.id, at.view(), msg})
+      .status();
+}
+
+Status CurlyQueue::Kill(const std::string& consumer_key, const Envelope& env) {
+  std::string msg = EncodeEnvelope(env);
+  IntArg now(NowSeconds());
+  return conn_.EvalSha(kMoveToSet, {consumer_key, dead_, data_}, {env.id, now.view(), msg})
+      .status();
+}
+
+Status CurlyQueue::KillRaw(const std::string& consumer_key, const std::string& id) {
+  IntArg now(NowSeconds());
+  return conn_.EvalSha(kKillRaw, {consumer_key, dead_}, {id, now.view()}).status();
+}
+
+Result<int64_t> CurlyQueue::RecoverInflight(const std::string& consumer_key,
+                                            const std::string& keep_id) {
+  auto r = conn_.EvalSha(kRecoverInflight, {consumer_key, active_, signal_}, {keep_id});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("recover inflight", r->get());
+  return static_cast<int64_t>((*r)->integer);
+}
+
+Status CurlyQueue::UnregisterIfEmpty(const std::string& consumer_key, int64_t* left) {
+  auto r = conn_.EvalSha(kUnregisterIfEmpty, {consumers_, consumer_key}, {consumer_key});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("unregister", r->get());
+  *left = (*r)->integer;
+  return Status::Ok();
+}
+
+Status CurlyQueue::Unregister(const std::string& consumer_key) {
+  int64_t left = 0;
+  Status st = UnregisterIfEmpty(consumer_key, &left);
+  if (!st.ok()) return st;
+  if (left > 0) {
+    return Status::Permanent("consumer " + consumer_key + " still holds " +
+                             std::to_string(left) + " job(s); not unregistered");
+  }
+  return Status::Ok();
+}
+
+Result<int64_t> CurlyQueue::EnqueueDueScheduled(int64_t max) {
+  if (max <= 0) return int64_t{0};
+  IntArg now(NowSeconds()), limit(max);
+  auto r = conn_.EvalSha(kEnqueueScheduled, {scheduled_, active_, signal_},
+                         {now.view(), limit.view()});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("enqueue scheduled", r->get());
+  return static_cast<int64_t>((*r)->integer);
+}
+
+Result<int64_t> CurlyQueue::RequeueOrphans(int64_t timeout_seconds, int64_t max) {
+  if (max <= 0) return int64_t{0};
+  IntArg before(NowSeconds() - timeout_seconds), limit(max);
+  auto r = conn_.EvalSha(kRequeueOrphans, {consumers_, active_, signal_},
+                         {before.view(), limit.view()});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("requeue orphans", r->get());
+  return static_cast<int64_t>((*r)->integer);
+}
+
+Result<std::vector<Queue::FailedJob>> CurlyQueue::FailInflight(
+    const std::string& consumer_key, int max_attempts, bool count_attempt) {
+  auto read = conn_.EvalSha(kReadInflight, {consumer_key, data_}, {});
+  if (!read.ok()) return read.status();
+  const redisReply* rep = read->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0) {
+    return Unexpected("read " + consumer_key, rep);
+  }
+  // Copy out first: the reply is freed by the next command.
+  struct Held {
+    std::string id;
+    std::optional<std::string> envelope;
+  };
+  std::vector<Held> held;
+  for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+    const redisReply* id = rep->element[i];
+    const redisReply* env = rep->element[i + 1];
+    if (id->type != REDIS_REPLY_STRING) continue;
+    Held h{std::string(ReplyView(id)), std::nullopt};
+    if (env->type == REDIS_REPLY_STRING) h.envelope.emplace(ReplyView(env));
+    held.push_back(std::move(h));
+  }
+
+  std::vector<FailedJob> handled;
+  for (const Held& h : held) {
+    FailedJob fj;
+    fj.id = h.id;
+    fj.dead = true;  // no data or undecodable: dead, envelope unchanged
+    std::string new_env;
+    if (h.envelope) {
+      Result<Envelope> env = DecodeEnvelope(*h.envelope);
+      if (env.ok() && !count_attempt) {
+        fj.attempt = env->attempt;  // requeued as it is
+        fj.dead = false;
+      } else if (env.ok()) {
+        env->attempt += 1;
+        fj.attempt = env->attempt;
+        fj.dead = env->attempt >= max_attempts;
+        new_env = EncodeEnvelope(*env);
+      }
+    }
+    IntArg now(NowSeconds());
+    std::vector<std::string_view> args = {fj.id, now.view(), fj.dead ? "1" : "0"};
+    if (!new_env.empty()) args.push_back(new_env);
+    auto r = conn_.EvalSha(kFailOne, {consumer_key, active_, dead_, data_, signal_}, args);
+    if (!r.ok()) return r.status();
+    if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("fail " + fj.id, r->get());
+    if ((*r)->integer == 1) handled.push_back(std::move(fj));
+  }
+
+  int64_t left = 0;
+  Status st = UnregisterIfEmpty(consumer_key, &left);
+  if (!st.ok()) return st;
+  return handled;
+}
+
+Result<QueueStats> CurlyQueue::Stats() {
+  auto r = conn_.EvalSha(kStats, {active_, scheduled_, dead_, data_, consumers_}, {});
+  if (!r.ok()) return r.status();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5) return Unexpected("stats", rep);
+  int64_t v[5];
+  for (size_t i = 0; i < 5; ++i) {
+    if (rep->element[i]->type != REDIS_REPLY_INTEGER) return Unexpected("stats", rep);
+    v[i] = rep->element[i]->integer;
+  }
+  QueueStats s;
+  s.active = v[0];
+  s.scheduled = v[1];
+  s.dead = v[2];
+  s.data = v[3];
+  s.consumers = v[4];
+  return s;
+}
+
+Result<std::string> CurlyQueue::MaxmemoryPolicy() {
+  auto r = conn_.Command({"CONFIG", "GET", "maxmemory-policy"});
+  if (!r.ok()) {
+    // CONFIG renamed away or denied by ACL: not knowing is not an error.
+    if (r.status().permanent()) return std::string();
+    return r.status();
+  }
+  const redisReply* rep = r->get();
+  if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+      rep->element[1]->type == REDIS_REPLY_STRING) {
+    return std::string(ReplyView(rep->element[1]));
+  }
+  return std::string();
+}
+
+}  // namespace djinn

@@ -1,0 +1,134 @@
+// CurlyQueue: the Queue of common/queue.h on Redis, key for key and script
+// for script compatible with the Go library curlyq (github.com/mcmathja/
+// curlyq, the version with the Q:signal list), so Djinn's Go producers and
+// curlyq consumers on other hosts share the queue with us (DESIGN §3).
+//
+// What each call does in Redis (Q = the queue name; all atomic Lua):
+//   Push                HSETNX Q:data, RPUSH Q:active, DEL+LPUSH Q:signal
+//                       (a duplicate ID is ignored, as curlyq does)
+//   Register/Heartbeat  ZADD Q:consumers <now> <consumer key>...
+//   AckAndTake          [SREM inflight, HDEL Q:data] then, if the consumer
+//                       is in Q:consumers, LPOP Q:active -> SADD inflight
+//                       -> HGET Q:data; nothing to take: DEL Q:signal,
+//                       BRPOPLPUSH Q:signal Q:signal <block>, take again
+//   Ack                 SREM inflight, HDEL Q:data
+//   Retry               SREM inflight, ZADD Q:scheduled <retry at>, HSET
+//   Kill                SREM inflight, ZADD Q:dead <now>, HSET Q:data
+//   KillRaw             SREM inflight, ZADD Q:dead <now> (data untouched)
+//   Unregister          if SCARD inflight == 0: ZREM Q:consumers, DEL
+//   EnqueueDueScheduled ZRANGEBYSCORE Q:scheduled 0 <now> -> RPUSH Q:active,
+//                       ZREMRANGEBYRANK, signal
+//   RequeueOrphans      consumers with a heartbeat <= now - timeout: SPOP
+//                       their inflight sets -> RPUSH Q:active, ZREM them
+//   FailInflight        per ID: Attempt+1, RPUSH Q:active (or ZADD Q:dead)
+// Ack, Retry, Kill and KillRaw act only when the ID is in the consumer's inflight
+// set, as in curlyq: a job another process already requeued (orphan
+// cleanup, FailInflight) is left alone and Ok is returned.
+//
+// Time: like curlyq, the client's clock (CLOCK_REALTIME), whole unix
+// seconds, passed to the scripts: heartbeats and scheduled times of our
+// hosts and of Go hosts compare directly. Hosts sharing a queue need NTP.
+//
+// Errors: kTransient when Redis is unreachable (see RedisConn: calls fail
+// fast during the reconnect backoff) or answers "try later"; kTransient
+// "consumer not registered" from AckAndTake; kPermanent for other error
+// replies. Not thread-safe; one CurlyQueue per process (it owns its
+// connection; a forked child calls conn().Close() on an inherited one).
+#ifndef DJINN_COMMON_CURLY_QUEUE_H_
+#define DJINN_COMMON_CURLY_QUEUE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/queue.h"
+#include "common/redis.h"
+
+namespace djinn {
+
+// curlyq's defaults (consumer.go, ConsumerOpts.withDefaults).
+// Consumers heartbeat this often (HeartbeatPollInterval: 1 min, min 15 s).
+inline constexpr int64_t kCurlyHeartbeatIntervalSeconds = 60;
+// Grace after a missed heartbeat (CustodianConsumerTimeout: 1 min, min 5 s).
+inline constexpr int64_t kCurlyConsumerTimeoutSeconds = 60;
+// A consumer is an orphan when its last heartbeat is older than this:
+// curlyq expires consumers at now - HeartbeatPollInterval -
+// CustodianConsumerTimeout. Pass it to RequeueOrphans().
+inline constexpr int64_t kCurlyOrphanTimeoutSeconds =
+    kCurlyHeartbeatIntervalSeconds + kCurlyConsumerTimeoutSeconds;
+// Custodian (orphan requeue): every minute, at most 50 jobs a run (run
+// again at once when a run hit the limit).
+inline constexpr int64_t kCurlyCustodianPollIntervalSeconds = 60;
+inline constexpr int64_t kCurlyCustodianMaxJobs = 50;
+// Scheduler (due scheduled -> active): every 5 s, at most 50 jobs a run.
+inline constexpr int64_t kCurlySchedulerPollIntervalSeconds = 5;
+inline constexpr int64_t kCurlySchedulerMaxJobs = 50;
+// How long an idle consumer blocks on Q:signal (PollerPollDuration).
+inline constexpr int kCurlyPollDurationMs = 5000;
+// Retry backoff cap (JobMaxBackoff: 168 h).
+inline constexpr double kCurlyMaxBackoffSeconds = 7 * 24 * 3600;
+// curlyq retries while the Attempt it took is < JobMaxAttempts (default
+// 20), else kills. Djinn's consumer uses its own `attempts` (default 5).
+inline constexpr int64_t kCurlyJobMaxAttempts = 20;
+
+class CurlyQueue : public Queue {
+ public:
+  // name: the queue name ("jobs"). Does not connect; the first call does.
+  CurlyQueue(std::string name, RedisOptions options);
+
+  const std::string& name() const { return name_; }
+  // The connection: for its state callback, Close() after fork, tests.
+  RedisConn& conn() { return conn_; }
+
+  Status Push(const Envelope& env) override;
+  Status Register(const std::string& consumer_key) override;
+  // block_ms <= 0: never waits on Q:signal. The whole call takes at most
+  // about block_ms plus two round trips.
+  Result<std::optional<RawJob>> AckAndTake(const std::string& consumer_key,
+                                           const std::string& ack_id,
+                                           int block_ms) override;
+  Status Ack(const std::string& consumer_key, const std::string& id) override;
+  Status Retry(const std::string& consumer_key, const Envelope& env,
+               double delay_seconds) override;
+  Status Kill(const std::string& consumer_key, const Envelope& env) override;
+  // SREM inflight, ZADD Q:dead <now>; Q:data keeps the original bytes.
+  Status KillRaw(const std::string& consumer_key, const std::string& id) override;
+  // kPermanent "... still holds N jobs" (and nothing changed) when the
+  // inflight set is not empty.
+  Result<int64_t> RecoverInflight(const std::string& consumer_key,
+                                  const std::string& keep_id) override;
+  Status Unregister(const std::string& consumer_key) override;
+  Status Heartbeat(const std::vector<std::string>& consumer_keys) override;
+  Result<int64_t> EnqueueDueScheduled(int64_t max) override;
+  Result<int64_t> RequeueOrphans(int64_t timeout_seconds, int64_t max) override;
+  // Requeued jobs go to the tail of Q:active (RPUSH), like every requeue in
+  // curlyq: a job that crashes its worker does not starve the queue, and
+  // other jobs run between its attempts. The new envelope is written only
+  // if the ID is still in that inflight set (checked atomically). A job
+  // with no data or an undecodable envelope goes to Q:dead unchanged
+  // (attempt reported as 0), whatever count_attempt says. The consumer is
+  // forgotten (ZREM + DEL) only when its inflight set ends up empty;
+  // otherwise RequeueOrphans picks up the rest once heartbeats stop.
+  Result<std::vector<FailedJob>> FailInflight(const std::string& consumer_key,
+                                              int max_attempts,
+                                              bool count_attempt) override;
+  Result<QueueStats> Stats() override;
+  Result<std::string> MaxmemoryPolicy() override;
+
+ private:
+  Result<std::optional<RawJob>> TakeOnce(const std::string& consumer_key,
+                                         const std::string& ack_id);
+  Status UnregisterIfEmpty(const std::string& consumer_key, int64_t* left);
+  std::string BlockTimeoutArg(int block_ms) const;
+
+  std::string name_;
+  std::string active_, consumers_, data_, dead_, scheduled_, signal_;
+  RedisConn conn_;
+  // Redis < 6 takes only whole seconds as a blocking timeout.
+  bool whole_second_timeouts_ = false;
+};
+
+}  // namespace djinn
+
+#endif  // DJINN_COMMON_CURLY_QUEUE_H_

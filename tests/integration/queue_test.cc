@@ -1,0 +1,257 @@
+// The job loop and the master's queue duties, through the real binary and
+// a real redis-server: what a curlyq producer writes is consumed, and no
+// job is lost when workers or Redis die.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <ctime>
+#include <map>
+#include <regex>
+
+#include "common/envelope.h"
+#include "tests/harness/daemon.h"
+#include "tests/harness/harness.h"
+#include "tests/harness/redis_client.h"
+
+namespace djinn::testing {
+namespace {
+
+using std::chrono::seconds;
+
+class QueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_.Start();
+    client_ = std::make_unique<RedisClient>(redis_.port());
+  }
+  DaemonOptions Opts(int workers = 1) {
+    DaemonOptions o;
+    o.workers = workers;
+    o.redis_addr = redis_.addr();
+    return o;
+  }
+  void Push(const std::string& id, const std::string& json, int64_t attempt = 0) {
+    client_->PushLikeCurlyq("jobs", id, JsonJobEnvelope(id, json, attempt));
+  }
+  bool Gone(const std::string& id) { return client_->Int({"HEXISTS", "jobs:data", id}) == 0; }
+  bool Dead(const std::string& id) { return client_->Str({"ZSCORE", "jobs:dead", id}) != ""; }
+  Envelope Stored(const std::string& id) {
+    auto env = DecodeEnvelope(client_->Str({"HGET", "jobs:data", id}));
+    EXPECT_TRUE(env.ok()) << env.status().message();
+    return env.ok() ? *env : Envelope{};
+  }
+  // Nothing left in any key of the queue but the consumer bookkeeping.
+  void ExpectQueueEmpty() {
+    EXPECT_EQ(client_->Int({"LLEN", "jobs:active"}), 0);
+    EXPECT_EQ(client_->Int({"HLEN", "jobs:data"}), 0);
+    EXPECT_EQ(client_->Int({"ZCARD", "jobs:scheduled"}), 0);
+    EXPECT_EQ(client_->Int({"ZCARD", "jobs:dead"}), 0);
+    for (const auto& key : client_->List({"KEYS", "jobs:inflight:*"}))
+      EXPECT_EQ(client_->Int({"SCARD", key}), 0) << key;
+  }
+  RedisServer redis_;
+  std::unique_ptr<RedisClient> client_;
+};
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = 0; (p = text.find(what, p)) != std::string::npos; p += what.size()) n++;
+  return n;
+}
+
+TEST_F(QueueTest, JobsRunInFifoOrder) {
+  Daemon d(Opts(1));
+  std::vector<std::pair<std::string, std::string>> jobs;
+  for (int i = 0; i < 20; i++) {
+    std::string id = "fifo-" + std::to_string(100 + i);
+    jobs.push_back({id, JsonJobEnvelope(id, R"({"job":"ping"})")});
+  }
+  client_->PushManyLikeCurlyq("jobs", jobs);
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(WaitFor([&] { return client_->Int({"HLEN", "jobs:data"}) == 0; }, seconds(20))) << d.Log();
+  std::regex done(R"(job (fifo-\d+) \(ping\): done)");
+  std::string log = d.Log();
+  std::vector<std::string> order;
+  for (std::sregex_iterator it(log.begin(), log.end(), done), end; it != end; ++it) order.push_back((*it)[1]);
+  ASSERT_EQ(order.size(), 20u) << log;
+  for (int i = 0; i < 20; i++) EXPECT_EQ(order[i], "fifo-" + std::to_string(100 + i));
+  ExpectQueueEmpty();
+}
+
+TEST_F(QueueTest, TransientFailureRetriesWithBackoffThenDies) {
+  DaemonOptions o = Opts(1);
+  o.attempts = 3;
+  Daemon d(o);
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("flaky-1", R"({"job":"fail"})");
+  // First failure: scheduled 1-2 s ahead ((1+rand)*2^1/2) with Attempt 1.
+  ASSERT_TRUE(WaitFor([&] { return client_->Str({"ZSCORE", "jobs:scheduled", "flaky-1"}) != ""; }))
+      << d.Log();
+  double when = std::stod(client_->Str({"ZSCORE", "jobs:scheduled", "flaky-1"}));
+  double now = static_cast<double>(std::time(nullptr));
+  EXPECT_GE(when, now - 1);  // whole seconds: allow for truncation
+  EXPECT_LE(when, now + 3);
+  EXPECT_EQ(Stored("flaky-1").attempt, 1);
+  // Then retried when due, and dead after the third try.
+  ASSERT_TRUE(WaitFor([&] { return Dead("flaky-1"); }, seconds(20))) << d.Log();
+  Envelope e = Stored("flaky-1");
+  EXPECT_EQ(e.attempt, 3);
+  EXPECT_EQ(e.data, R"({"job":"fail"})");
+  EXPECT_EQ(Count(d.Log(), "job flaky-1: fail: failing on purpose"), 3u) << d.Log();
+  EXPECT_NE(d.Log().find("job flaky-1: fail: failing on purpose (attempts exhausted); moved to dead set"),
+            std::string::npos);
+}
+
+TEST_F(QueueTest, ScheduledJobRunsWhenDue) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  auto start = std::chrono::steady_clock::now();
+  std::string due = std::to_string(std::time(nullptr) + 3);
+  client_->Cmd({"HSET", "jobs:data", "later-1", JsonJobEnvelope("later-1", R"({"job":"ping"})")});
+  client_->Cmd({"ZADD", "jobs:scheduled", due, "later-1"});
+  ASSERT_TRUE(WaitFor([&] { return Gone("later-1"); }, seconds(15))) << d.Log();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+  ExpectQueueEmpty();
+}
+
+TEST_F(QueueTest, PoisonMessagesGoStraightToDeadWithDataKept) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  std::string garbage = "\xc1\x01\x02not msgpack";
+  client_->PushLikeCurlyq("jobs", "p-envelope", garbage);
+  Push("p-neither", "this is neither JSON nor gob");
+  Push("p-unknown", R"({"job":"make_coffee"})");
+  Push("p-missing", R"({"job":"download_job","image_id":3})");
+  Push("p-mistyped", R"({"job":"download_job","id":"12","image_id":3,"source":"http://x/"})");
+  for (const char* id : {"p-envelope", "p-neither", "p-unknown", "p-missing", "p-mistyped"})
+    ASSERT_TRUE(WaitFor([&] { return Dead(id); })) << id << "\n" << d.Log();
+  EXPECT_EQ(client_->Str({"HGET", "jobs:data", "p-envelope"}), garbage);
+  EXPECT_EQ(Stored("p-neither").data, "this is neither JSON nor gob");
+  EXPECT_EQ(Stored("p-unknown").data, R"({"job":"make_coffee"})");
+  std::string log = d.Log();
+  for (const char* id : {"p-envelope", "p-neither", "p-unknown", "p-missing", "p-mistyped"})
+    EXPECT_EQ(Count(log, std::string("job ") + id + ": "), 1u) << id << "\n" << log;
+  EXPECT_NE(log.find("unknown job \"make_coffee\""), std::string::npos) << log;
+  // Nothing was retried, and the worker goes on.
+  EXPECT_EQ(client_->Int({"ZCARD", "jobs:scheduled"}), 0);
+  Push("after-poison", R"({"job":"ping"})");
+  ASSERT_TRUE(WaitFor([&] { return Gone("after-poison"); })) << d.Log();
+  EXPECT_EQ(Count(log, "started (pid"), 1u) << "a worker died:\n" << log;
+}
+
+TEST_F(QueueTest, OrphansOfExpiredConsumerAreRequeued) {
+  // A consumer on some other host that stopped heartbeating long ago.
+  std::string ghost = "jobs:inflight:00000000-0000-4000-8000-000000000000";
+  client_->Cmd({"ZADD", "jobs:consumers", std::to_string(std::time(nullptr) - 3600), ghost});
+  client_->Cmd({"HSET", "jobs:data", "orphan-1", JsonJobEnvelope("orphan-1", R"({"job":"ping"})")});
+  client_->Cmd({"SADD", ghost, "orphan-1"});
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(WaitFor([&] { return Gone("orphan-1"); }, seconds(20))) << d.Log();
+  EXPECT_EQ(client_->Str({"ZSCORE", "jobs:consumers", ghost}), "");
+  EXPECT_TRUE(d.WaitForLog("requeued 1 job(s) of consumers whose heartbeat expired")) << d.Log();
+}
+
+TEST_F(QueueTest, KilledBusyWorkerJobRunsAgainWithAttemptPlusOne) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("victim-1", R"({"job":"sleep","ms":2000})");
+  pid_t busy = -1;
+  ASSERT_TRUE(WaitFor([&] {
+    for (pid_t w : d.Workers())
+      if (ProcTitle(w) == "djinn-consumer: worker 1 busy sleep victim-1") busy = w;
+    return busy > 0;
+  })) << d.Log();
+  ASSERT_EQ(kill(busy, SIGKILL), 0);
+  ASSERT_TRUE(d.WaitForLog("job victim-1: its worker worker 1 (pid " + std::to_string(busy) +
+                           ") killed by signal 9 (SIGKILL), out of memory?; requeued (attempt 1)"))
+      << d.Log();
+  ASSERT_TRUE(WaitFor([&] { return Gone("victim-1"); }, seconds(20))) << d.Log();
+  EXPECT_EQ(Count(d.Log(), "job victim-1 (sleep): done"), 1u);
+  ExpectQueueEmpty();
+}
+
+TEST_F(QueueTest, JobThatKillsItsWorkerEveryTimeEndsDead) {
+  DaemonOptions o = Opts(1);
+  o.attempts = 3;
+  Daemon d(o);
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("pill-1", R"({"job":"crash"})");
+  ASSERT_TRUE(WaitFor([&] { return Dead("pill-1"); }, seconds(30))) << d.Log();
+  EXPECT_EQ(Stored("pill-1").attempt, 3);
+  EXPECT_EQ(Count(d.Log(), "job pill-1: its worker"), 3u) << d.Log();
+  EXPECT_TRUE(d.WaitForLog("attempts exhausted (3), moved to dead set"));
+  // The worker comes back and serves other jobs.
+  Push("after-pill", R"({"job":"ping"})");
+  ASSERT_TRUE(WaitFor([&] { return Gone("after-pill"); }, seconds(30))) << d.Log();
+}
+
+TEST_F(QueueTest, JobTimeoutKillsWorkerAndRequeues) {
+  DaemonOptions o = Opts(1);
+  o.job_timeout = 1;
+  o.attempts = 2;
+  Daemon d(o);
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("slow-1", R"({"job":"sleep","ms":600000})");
+  ASSERT_TRUE(d.WaitForLog("job slow-1 (sleep) ran past job_timeout 1s; stopping the worker")) << d.Log();
+  ASSERT_TRUE(d.WaitForLog("after job_timeout 1s; requeued (attempt 1)")) << d.Log();
+  ASSERT_TRUE(WaitFor([&] { return Dead("slow-1"); }, seconds(30))) << d.Log();
+  EXPECT_EQ(Stored("slow-1").attempt, 2);
+}
+
+TEST_F(QueueTest, RedisRestartMidRunLosesAndDuplicatesNothing) {
+  constexpr int kJobs = 5000;
+  std::vector<std::pair<std::string, std::string>> jobs;
+  for (int i = 0; i < kJobs; i++) {
+    std::string id = "bulk-" + std::to_string(i);
+    jobs.push_back({id, JsonJobEnvelope(id, R"({"job":"ping"})")});
+  }
+  client_->PushManyLikeCurlyq("jobs", jobs);
+  Daemon d(Opts(2));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(WaitFor([&] { return client_->Int({"HLEN", "jobs:data"}) < kJobs - 500; }, seconds(30)))
+      << d.Log();
+  // Stop Redis mid-run, keeping its data (as a restart of a persistent
+  // Redis would), and bring it back on the same port.
+  redis_.Cli({"SHUTDOWN", "SAVE"});  // no reply: the server is gone
+  redis_.Stop();
+  ASSERT_TRUE(d.WaitForLog("queue unavailable")) << d.Log();
+  redis_.Start();
+  client_ = std::make_unique<RedisClient>(redis_.port());
+  ASSERT_TRUE(WaitFor([&] { return client_->Int({"HLEN", "jobs:data"}) == 0; }, seconds(60))) << d.Log();
+  // Every job ran exactly once (the debug log names each done job).
+  std::string log = d.Log();
+  std::map<std::string, int> done;
+  std::regex re(R"(job (bulk-\d+) \(ping\): done)");
+  for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) done[(*it)[1]]++;
+  EXPECT_EQ(done.size(), static_cast<size_t>(kJobs));
+  for (const auto& [id, n] : done) EXPECT_EQ(n, 1) << id;
+  ExpectQueueEmpty();
+  EXPECT_EQ(d.Stop(), 0);
+}
+
+TEST_F(QueueTest, RetriedJobLeavesEnvelopeInCurlyqForm) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("4a7c1e2b-0000-4000-8000-000000000001", R"({"job":"fail"})");
+  ASSERT_TRUE(WaitFor([&] {
+    return client_->Str({"ZSCORE", "jobs:scheduled", "4a7c1e2b-0000-4000-8000-000000000001"}) != "";
+  })) << d.Log();
+  std::string raw = client_->Str({"HGET", "jobs:data", "4a7c1e2b-0000-4000-8000-000000000001"});
+  // fixmap(3) "ID" str8(36) ... "Data" bin8 ... "Attempt" d3 + 8 bytes.
+  std::string expect = std::string("\x83\xa2ID\xd9\x24", 6) + "4a7c1e2b-0000-4000-8000-000000000001" +
+                       std::string("\xa4" "Data\xc4\x0e", 7) + R"({"job":"fail"})" +
+                       std::string("\xa7" "Attempt\xd3\x00\x00\x00\x00\x00\x00\x00\x01", 17);
+  EXPECT_EQ(raw, expect);
+}
+
+}  // namespace
+}  // namespace djinn::testing

@@ -1,0 +1,133 @@
+// Fetch: downloads one QEMU image (http, https or sftp) into the image
+// store with libcurl, for the download job (DESIGN §4).
+//
+// What a successful Fetch() guarantees:
+//   - the first 4 bytes were the qcow2 magic "QFI\xfb" (checked as soon as
+//     they arrive; nothing is written to disk before that);
+//   - http(s): the final response was 2xx with Content-Type
+//     application/x-qemu-disk (case-insensitive, parameters ignored);
+//   - the body is at <root>/<dirs...>/<name>, written through
+//     <root>/<dirs...>/.<name>.part, fsync'ed, renamed in the same
+//     directory (Landlock ABI 1 forbids cross-directory renames) and the
+//     directory fsync'ed. Directories are made 0750, the file 0640 (less
+//     the umask). On any failure the .part file is removed.
+//   - memory stays flat whatever the size: the body goes from libcurl's
+//     buffer straight to the file, and written data is pushed to disk and
+//     dropped from the page cache as the transfer goes.
+//
+// Policy (documented in the man page):
+//   - Schemes: http, https, sftp. Redirects (http/https only, also from
+//     https to http) are followed up to 5; a redirect to any other scheme
+//     (file://, ftp://, sftp://) fails with a clear error.
+//   - Credentials: http(s) Basic auth from the URL's userinfo (decoded),
+//     sent to the URL's own host only, never to a redirect target on another
+//     host. sftp: user and password from the URL (password or
+//     keyboard-interactive authentication; never the daemon's own keys).
+//   - sftp "?timeout=<Go duration>" bounds connecting (TCP and SSH
+//     handshake); default 1m; an unparsable or non-positive value falls
+//     back to the default (the Go consumer ignored such values too).
+//   - sftp host keys: with download.known_hosts set, the server's key must
+//     be listed there for its [host]:port (unknown or different keys are
+//     refused); without it any host key is accepted, as the Go consumer
+//     does (ssh.InsecureIgnoreHostKey).
+//   - https trust: the system CA bundle (libcurl's default CAINFO) plus, when
+//     download.ca is set, that file; both are concatenated once per worker
+//     into one in-memory bundle (CURLOPT_CAINFO_BLOB replaces the CAINFO
+//     file, so the system bundle must be part of it).
+//   - Server-side request forgery: unless download.allow_private, every
+//     address libcurl is about to connect to (the first request, each
+//     redirect, each address of a name it tries) is checked in
+//     CURLOPT_OPENSOCKETFUNCTION and refused when it is loopback, private,
+//     CGNAT, link-local, multicast, unspecified or reserved (IPv4 embedded
+//     in IPv6 unwrapped first; see common/url.h). Checking the socket
+//     address, not the host name, also defeats DNS rebinding.
+//   - Proxies from the environment (http_proxy, ...) are ignored, as in
+//     the Go consumer.
+//   - Bounds: download.timeout for the whole transfer; 30 s to connect
+//     (http); a transfer slower than 1 KiB/s for 60 s is abandoned; the
+//     smaller non-zero of download.max_size and store.limit aborts the
+//     transfer (Content-Length or the sftp file size up front, the byte
+//     count as data arrives).
+//
+// Errors are one line "GET <url with password redacted>: <cause>", e.g.
+// "GET http://127.0.0.1:1234/x.qcow2: HTTP 404 Not Found". Kinds:
+//   kPermanent: HTTP 4xx (but 408, 429), other non-2xx but 5xx, wrong
+//     content type, bad magic, too large, authentication refused, missing
+//     remote file, redirect to a forbidden scheme or too many redirects,
+//     refused address, bad certificate or host key, malformed URL.
+//   kTransient: timeouts, connection refused or reset, DNS failure, HTTP 5xx,
+//     408 and 429, local disk errors, another delivery of the same job
+//     writing the same file right now.
+//
+// Two deliveries of one job racing: the .part file is opened without
+// O_TRUNC and locked (flock, LOCK_EX|LOCK_NB) before it is truncated. The
+// loser gets a transient error and is retried later; a lock left by a
+// killed worker dies with it, so a stale .part is simply reused. After
+// locking, the name is checked to still be the locked inode (the holder may
+// have renamed or removed it just before letting go).
+//
+// Threads: Fetch() may run libcurl's threaded resolver; nothing else.
+// InitFetch() must run once per process before the first Fetch().
+#ifndef DJINN_WORKER_FETCH_H_
+#define DJINN_WORKER_FETCH_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+
+namespace djinn {
+
+struct FetchOptions {
+  int timeout_seconds = 600;         // the whole transfer
+  uint64_t max_bytes = 0;            // 0: no limit
+  bool allow_private = false;
+  std::string ca_bundle;             // PEM; empty: libcurl's default trust
+  std::string known_hosts;           // path; empty: accept any sftp host key
+  int connect_timeout_seconds = 30;  // http(s); sftp takes ?timeout=
+  int64_t sftp_default_timeout_ms = 60000;
+  long low_speed_bytes = 1024;       // abandon below this many bytes/s ...
+  long low_speed_seconds = 60;       // ... for this long
+  long max_redirects = 5;
+  int progress_log_seconds = 10;
+  long buffer_size = 512 * 1024;     // libcurl's receive buffer
+};
+
+// Options from the configuration: timeout, the smaller non-zero of
+// download.max_size and store.limit, allow_private, known_hosts, and the CA
+// bundle (system bundle + download.ca, read now). kTransient when
+// download.ca cannot be read (an operator problem: jobs wait for a fix).
+Result<FetchOptions> FetchOptionsFromConfig(const Config& config);
+
+// Where the file goes. Every segment must pass IsSafePathSegment().
+struct FetchTarget {
+  std::string root;               // an existing directory (the store)
+  std::vector<std::string> dirs;  // made beneath root as needed (0750)
+  std::string name;               // the final file name
+  std::string Path() const;       // root/dirs.../name
+};
+
+struct FetchHooks {
+  std::string log_prefix;  // starts progress log lines ("job 42")
+  // Short progress for the process title ("42%", "12.0 MiB"); may be empty.
+  std::function<void(const std::string&)> set_progress;
+};
+
+struct FetchResult {
+  uint64_t bytes = 0;
+  double seconds = 0;
+  std::string path;
+};
+
+// curl_global_init, once per process. Safe to call again.
+Status InitFetch();
+
+Result<FetchResult> Fetch(const std::string& url, const FetchTarget& target,
+                          const FetchOptions& options, const FetchHooks& hooks);
+
+}  // namespace djinn
+
+#endif  // DJINN_WORKER_FETCH_H_
