@@ -92,6 +92,20 @@ integration: $(BIN) $(BUILD)/integration_tests
 asan:
 	@$(MAKE) --no-print-directory SANITIZE=1 test
 
+# Benchmarks print ratios measured in the same run (docs/performance.md).
+bench: deps
+	@$(MAKE) --no-print-directory $(BIN)
+	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/queue_bench.py
+	@for b in bench/download_bench*; do [ -x "$$b" ] && DJINN_CONSUMER=$(abspath $(BIN)) "$$b" || true; done
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	sh fuzz/run.sh $(FUZZ_SECONDS)
+
+demo: deps
+	@$(MAKE) --no-print-directory $(BIN)
+	sh tests/demo.sh $(abspath $(BIN))
+
 check-config: $(BIN)
 	./$(BIN) -t -config etc/djinn-consumer.conf
 
