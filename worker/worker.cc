@@ -182,16 +182,19 @@ void Worker::RegisterConsumer() {
 std::string Worker::RunJob(const RawJob& raw) {
   auto env = DecodeEnvelope(raw.envelope);
   if (!env.ok()) {
-    // Keep the bytes: Kill() writes back what it is given, so write the
-    // original envelope untouched under the same ID.
-    LOG_ERROR("job %s: poison: %s; moved to dead set", raw.id.c_str(),
-              env.status().message().c_str());
-    Status st = queue_->KillRaw(p_.consumer_key, raw.id);
-    if (!st.ok()) LOG_ERROR("job %s: kill: %s", raw.id.c_str(), st.message().c_str());
+    Envelope bare;
+    bare.id = raw.id;
+    std::string unused;
+    Finish(bare, "?", env.status(), &unused);
     return "";
   }
   Envelope& e = *env;
-  if (e.id.empty()) e.id = raw.id;
+  // The Redis key is what the queue's sets hold; curlyq always writes the
+  // same ID inside. Should they differ, the key wins (acks must match).
+  if (e.id != raw.id) {
+    LOG_WARN("job %s: envelope names ID \"%s\"; using the queue's", raw.id.c_str(), e.id.c_str());
+    e.id = raw.id;
+  }
   auto job = DecodePayload(e.data);
   std::string name = job.ok() ? job->name : "?";
   p_.scoreboard->SetBusy(p_.board_index, e.id, name, MonotonicMs());
@@ -227,9 +230,16 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
     case Status::Kind::kTransient:
       Retry(env, name + ": " + st.message());
       return;
-    case Status::Kind::kPoison:
-      Kill(env, "poison: " + st.message());
+    case Status::Kind::kPoison: {
+      // A message we cannot use is kept exactly as it arrived (no attempt
+      // counted: it never ran) for a human to look at.
+      LOG_ERROR("job %s: poison: %s; moved to dead set", env.id.c_str(), st.message().c_str());
+      Status ks = queue_->KillRaw(p_.consumer_key, env.id);
+      if (!ks.ok())
+        LOG_ERROR("job %s: cannot move to dead set: %s; it stays in flight and will be requeued",
+                  env.id.c_str(), ks.message().c_str());
       return;
+    }
   }
 }
 
