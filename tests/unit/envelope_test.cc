@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/harness/vectors.h"
+
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,23 +18,8 @@ namespace {
 using Json = nlohmann::json;
 using std::string_literals::operator""s;
 
-// Test data lives under $DJINN_TEST_DATA, else tests/data (the tests run
-// from the repository root).
-std::string ReadVector(const std::string& name) {
-  const char* dir = std::getenv("DJINN_TEST_DATA");
-  const std::string path = std::string(dir ? dir : "tests/data") + "/vectors/" + name;
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot read " << path;
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-Json Cases() {
-  Json doc = Json::parse(ReadVector("cases.json"), nullptr, false);
-  EXPECT_TRUE(doc.is_object()) << "cases.json does not parse";
-  return doc.is_object() ? doc["cases"] : Json::array();
-}
+using testing::ReadVector;
+Json Cases() { return testing::VectorCases(); }
 
 std::string Bytes(std::initializer_list<int> bytes) {
   std::string s;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/harness/vectors.h"
+
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -19,21 +21,8 @@ namespace {
 using Json = nlohmann::json;
 using std::string_literals::operator""s;
 
-std::string ReadVector(const std::string& name) {
-  const char* dir = std::getenv("DJINN_TEST_DATA");
-  const std::string path = std::string(dir ? dir : "tests/data") + "/vectors/" + name;
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot read " << path;
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-Json Cases() {
-  Json doc = Json::parse(ReadVector("cases.json"), nullptr, false);
-  EXPECT_TRUE(doc.is_object()) << "cases.json does not parse";
-  return doc.is_object() ? doc["cases"] : Json::array();
-}
+using testing::ReadVector;
+Json Cases() { return testing::VectorCases(); }
 
 std::string Hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
