@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <ctime>
 #include <map>
 #include <regex>
@@ -251,6 +252,75 @@ TEST_F(QueueTest, RetriedJobLeavesEnvelopeInCurlyqForm) {
                        std::string("\xa4" "Data\xc4\x0e", 7) + R"({"job":"fail"})" +
                        std::string("\xa7" "Attempt\xd3\x00\x00\x00\x00\x00\x00\x00\x01", 17);
   EXPECT_EQ(raw, expect);
+}
+
+TEST_F(QueueTest, ShutdownPastTimeoutRequeuesTheKilledJob) {
+  DaemonOptions o = Opts(1);
+  o.shutdown_timeout = 1;
+  Daemon d(o);
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("long-1", R"({"job":"sleep","ms":600000})");
+  ASSERT_TRUE(WaitFor([&] { return client_->Int({"LLEN", "jobs:active"}) == 0 && !Gone("long-1"); }));
+  ASSERT_TRUE(WaitFor([&] {
+    auto w = d.Workers();
+    return !w.empty() && ProcTitle(w[0]).find("busy sleep long-1") != std::string::npos;
+  })) << d.Log();
+  int st = d.Stop(seconds(20));
+  ASSERT_NE(st, -1) << d.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  // Back in the queue, its attempt not counted: the shutdown killed it.
+  EXPECT_EQ(client_->List({"LRANGE", "jobs:active", "0", "-1"}), std::vector<std::string>{"long-1"});
+  EXPECT_EQ(Stored("long-1").attempt, 0);
+  EXPECT_NE(d.Log().find("job long-1: its worker"), std::string::npos) << d.Log();
+}
+
+TEST_F(QueueTest, QuitRequeuesBusyJobsAndExitsZero) {
+  Daemon d(Opts(2));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
+  Push("q-1", R"({"job":"sleep","ms":600000})");
+  Push("q-2", R"({"job":"sleep","ms":600000})");
+  ASSERT_TRUE(WaitFor([&] {
+    int busy = 0;
+    for (pid_t w : d.Workers()) busy += ProcTitle(w).find(" busy ") != std::string::npos;
+    return busy == 2;
+  })) << d.Log();
+  ASSERT_TRUE(d.Signal(SIGQUIT));
+  int st = d.Wait(seconds(10));
+  ASSERT_NE(st, -1) << d.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  auto active = client_->List({"LRANGE", "jobs:active", "0", "-1"});
+  std::sort(active.begin(), active.end());
+  EXPECT_EQ(active, (std::vector<std::string>{"q-1", "q-2"}));
+}
+
+TEST_F(QueueTest, RedisOutageDoesNotStopReapingOrSignals) {
+  Daemon d(Opts(2));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
+  redis_.Stop();
+  ASSERT_TRUE(d.WaitForLog("queue unavailable")) << d.Log();
+  // Workers wait for Redis with a title that says so; find one and kill it.
+  std::vector<pid_t> before = ChildrenOf(d.pid());
+  ASSERT_EQ(before.size(), 2u);
+  ASSERT_EQ(kill(before[0], SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] {
+    auto now = ChildrenOf(d.pid());
+    return now.size() == 2 && std::find(now.begin(), now.end(), before[0]) == now.end();
+  }, seconds(15))) << d.Log();
+  auto t0 = std::chrono::steady_clock::now();
+  int st = d.Stop(seconds(20));
+  ASSERT_NE(st, -1) << d.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(10));
+}
+
+TEST_F(QueueTest, EvictingRedisIsWarnedAbout) {
+  client_->Cmd({"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"});
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  EXPECT_TRUE(d.WaitForLog("redis maxmemory-policy is \"allkeys-lru\"")) << d.Log();
 }
 
 }  // namespace
