@@ -112,4 +112,6 @@ check-config: $(BIN)
 clean:
 	rm -rf build build-asan djinn-consumer
 
+include mk/install.mk
+
 -include $(sort $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d)) $(BUILD)/master/main.d

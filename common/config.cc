@@ -170,6 +170,10 @@ class Parser {
         return Error(s, name, std::string("expected ") + TypeName(p->type));
       if (p->type == Type::kInt) {
         int64_t v = Int(s);
+        // libconfig clamps a plain integer literal to 32 bits; a 64-bit
+        // value needs the L suffix. Say so instead of reporting the clamp.
+        if (config_setting_type(s) == CONFIG_TYPE_INT && (v == INT32_MAX || v == INT32_MIN))
+          return Error(s, name, "integer out of 32-bit range; write large values with an L suffix (e.g. 10737418240L)");
         if (v < p->min || v > p->max)
           return Error(s, name, "must be between " + std::to_string(p->min) + " and " +
                                     std::to_string(p->max) + " (got " + std::to_string(v) + ")");

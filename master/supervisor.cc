@@ -84,7 +84,8 @@ Status PrepareStore(const Config& config) {
     if (::stat(config.store.path.c_str(), &st) == 0 && (st.st_uid != pw->pw_uid || st.st_gid != gid)) {
       if (chown(config.store.path.c_str(), pw->pw_uid, gid) != 0)
         return Status::FromErrno("store " + config.store.path + ": chown", errno);
-      chmod(config.store.path.c_str(), 0750);
+      if (chmod(config.store.path.c_str(), 0750) != 0)
+        return Status::FromErrno("store " + config.store.path + ": chmod", errno);
     }
   }
   return Status::Ok();

@@ -111,12 +111,7 @@ int Worker::Run() {
   Title("idle");
   std::string pending_ack;
   while (!g_stop) {
-    if (g_reopen) {
-      g_reopen = 0;
-      Status rs = Log::Reopen();
-      if (rs.ok()) LOG_INFO("log file reopened");
-      else LOG_WARN("cannot reopen log: %s", rs.message().c_str());
-    }
+    ReopenLogIfAsked();
     if (queue_down_) {
       // Back from an outage? The reply of the call that failed may have
       // been lost after Redis ran it: a job taken that we never saw would
@@ -167,8 +162,17 @@ int Worker::Run() {
   return kExitOk;
 }
 
+void Worker::ReopenLogIfAsked() {
+  if (!g_reopen) return;
+  g_reopen = 0;
+  Status st = Log::Reopen();
+  if (st.ok()) LOG_INFO("log file reopened");
+  else LOG_WARN("cannot reopen log: %s", st.message().c_str());
+}
+
 void Worker::RegisterConsumer() {
   while (!g_stop) {
+    ReopenLogIfAsked();
     Status st = queue_->Register(p_.consumer_key);
     if (st.ok()) {
       QueueUp();

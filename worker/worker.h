@@ -44,6 +44,7 @@ class Worker {
 
  private:
   void RegisterConsumer();
+  void ReopenLogIfAsked();
   // Runs one job; returns the ID to ack with the next take, or "" when the
   // job was already retried or killed.
   std::string RunJob(const RawJob& raw);

@@ -127,6 +127,14 @@ TEST_F(ConfigTest, RangesAreChecked) {
   EXPECT_NE(Error(std::string(kMinimal) + "log = { level = \"loud\"; };\n").find("log.level: expected one of"), std::string::npos);
 }
 
+TEST_F(ConfigTest, LargeIntegerWithoutSuffixIsExplained) {
+  std::string e = Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
+redis = { addr = "a:1"; };
+store = { images = { type = "file"; path = "/x"; limit = 10737418240; }; };)");
+  EXPECT_NE(e.find(":3: store.images.limit: integer out of 32-bit range; write large values with an L suffix"),
+            std::string::npos) << e;
+}
+
 TEST_F(ConfigTest, StoreMustBeImagesOfTypeFile) {
   EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
 redis = { addr = "a:1"; };
