@@ -26,8 +26,11 @@ PKGS     := hiredis libpq libcurl libconfig libseccomp msgpack nlohmann_json
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# OUT, not BUILD, is where objects go: BUILD may come from the command line,
+# which a makefile assignment cannot change.
+OUT := $(BUILD)
 ifeq ($(SANITIZE),1)
-  BUILD   := $(BUILD)-asan
+  OUT     := $(BUILD)-asan
   SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   OPT     := -O1
 endif
@@ -39,40 +42,40 @@ LDLIBS   += $(PKG_LIBS) -lpthread
 
 LIB_SRCS := $(wildcard common/*.cc) $(wildcard worker/*.cc) $(wildcard worker/jobs/*.cc) \
             $(filter-out master/main.cc,$(wildcard master/*.cc))
-LIB_OBJS := $(LIB_SRCS:%.cc=$(BUILD)/%.o)
-LIB      := $(BUILD)/libdjinn.a
+LIB_OBJS := $(LIB_SRCS:%.cc=$(OUT)/%.o)
+LIB      := $(OUT)/libdjinn.a
 
 HARNESS_SRCS := $(wildcard tests/harness/*.cc)
 UNIT_SRCS := $(wildcard tests/unit/*.cc) $(HARNESS_SRCS)
 INTEG_SRCS := $(wildcard tests/integration/*.cc) $(HARNESS_SRCS)
-UNIT_OBJS := $(UNIT_SRCS:%.cc=$(BUILD)/%.o)
-INTEG_OBJS := $(INTEG_SRCS:%.cc=$(BUILD)/%.o)
+UNIT_OBJS := $(UNIT_SRCS:%.cc=$(OUT)/%.o)
+INTEG_OBJS := $(INTEG_SRCS:%.cc=$(OUT)/%.o)
 GTEST_LIBS := -lgtest -lgtest_main -lgmock -lcrypto
 
 BIN := djinn-consumer
 ifeq ($(SANITIZE),1)
-  BIN := $(BUILD)/djinn-consumer
+  BIN := $(OUT)/djinn-consumer
 endif
 
 .PHONY: all deps test unit integration asan bench fuzz demo install uninstall clean check-config
 
 all: $(BIN)
 
-$(BIN): $(BUILD)/master/main.o $(LIB)
+$(BIN): $(OUT)/master/main.o $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.cc
+$(OUT)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
 
-$(BUILD)/unit_tests: $(UNIT_OBJS) $(LIB)
+$(OUT)/unit_tests: $(UNIT_OBJS) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS) $(LDLIBS)
 
-$(BUILD)/integration_tests: $(INTEG_OBJS) $(LIB)
+$(OUT)/integration_tests: $(INTEG_OBJS) $(LIB)
 	$(CXX) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS) $(LDLIBS)
 
 deps:
@@ -80,14 +83,14 @@ deps:
 
 # The test binaries find the daemon through DJINN_CONSUMER.
 test: deps
-	@$(MAKE) --no-print-directory $(BIN) $(BUILD)/unit_tests $(BUILD)/integration_tests
-	@sh tests/run.sh $(BUILD) $(abspath $(BIN))
+	@$(MAKE) --no-print-directory $(BIN) $(OUT)/unit_tests $(OUT)/integration_tests
+	@sh tests/run.sh $(OUT) $(abspath $(BIN))
 
-unit: $(BUILD)/unit_tests
-	$(BUILD)/unit_tests
+unit: $(OUT)/unit_tests
+	$(OUT)/unit_tests
 
-integration: $(BIN) $(BUILD)/integration_tests
-	DJINN_CONSUMER=$(abspath $(BIN)) $(BUILD)/integration_tests
+integration: $(BIN) $(OUT)/integration_tests
+	DJINN_CONSUMER=$(abspath $(BIN)) $(OUT)/integration_tests
 
 asan:
 	@$(MAKE) --no-print-directory SANITIZE=1 test
@@ -114,4 +117,4 @@ clean:
 
 include mk/install.mk
 
--include $(sort $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d)) $(BUILD)/master/main.d
+-include $(sort $(LIB_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(INTEG_OBJS:.o=.d)) $(OUT)/master/main.d
