@@ -27,9 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kQcow2Magic[4] = {'Q', 'F', 'I', '\xfb'};
 constexpr char kQemuDisk[] = "application/x-qemu-disk";
-// Written data is handed to the disk in windows of this size and dropped
-// from the page cache one window later, so neither dirty pages nor the
-// final fsync grow with the image.
+// Written data is handed to the disk in windows of this size, waited for
+// one window later, so neither dirty pages nor the final fsync grow with
+// the image.
 constexpr uint64_t kWritebackWindow = 8 << 20;
 // A URL in a message or the error column is cut beyond this (a 70 kB
 // signed URL helps nobody there).
@@ -77,7 +77,8 @@ std::string Printable(std::string_view s, size_t max = 100) {
 std::string Trim(std::string_view s) {
   size_t b = 0, e = s.size();
   while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r' || s[b] == '\n')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r' || s[e - 1] == '\n')) --e;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r' || s[e - 1] == '\n'))
+    --e;
   return std::string(s.substr(b, e - b));
 }
 
@@ -100,19 +101,32 @@ std::string HumanBytes(double n) {
 
 const char* DefaultReason(long code) {
   switch (code) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 410: return "Gone";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 410:
+      return "Gone";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "";
   }
 }
 
@@ -122,134 +136,12 @@ std::string ShownUrl(std::string url) {
 }
 
 // ---------------------------------------------------------------------------
-// PartFile: the temporary file and its directory, see the header for the
-// locking protocol.
-
-class PartFile {
- public:
-  PartFile() = default;
-  PartFile(const PartFile&) = delete;
-  PartFile& operator=(const PartFile&) = delete;
-  ~PartFile() { Discard(); }
-
-  bool open() const { return fd_.valid(); }
-
-  Status Open(const FetchTarget& target) {
-    path_ = target.Path();
-    name_ = target.name;
-    part_ = "." + target.name + ".part";
-    UniqueFd dir(::open(target.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dir.valid()) return Err("opening the image store " + target.root, errno);
-    std::string where = target.root;
-    for (const std::string& seg : target.dirs) {
-      where += "/" + seg;
-      bool made = mkdirat(dir.get(), seg.c_str(), 0750) == 0;
-      if (!made && errno != EEXIST) return Err("mkdir " + where, errno);
-      // O_NOFOLLOW: a symlink planted in the store does not lead us out.
-      UniqueFd next(openat(dir.get(), seg.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!next.valid()) return Err("opening " + where, errno);
-      if (made && fsync(dir.get()) != 0) return Err("fsync " + where + "/..", errno);
-      dir = std::move(next);
-    }
-    dir_ = std::move(dir);
-    dir_path_ = where;
-    for (int tries = 0; tries < 5; ++tries) {
-      UniqueFd fd(openat(dir_.get(), part_.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
-      if (!fd.valid()) return Err("creating " + PartPath(), errno);
-      if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-          return Status::Transient("another worker is writing " + PartPath() +
-                                   " (a second delivery of this download?); will retry");
-        return Err("locking " + PartPath(), errno);
-      }
-      struct stat held {}, named {};
-      if (fstat(fd.get(), &held) != 0) return Err("fstat " + PartPath(), errno);
-      if (fstatat(dir_.get(), part_.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
-          named.st_ino != held.st_ino || named.st_dev != held.st_dev) {
-        continue;  // renamed or removed by the previous holder: open again
-      }
-      if (ftruncate(fd.get(), 0) != 0) return Err("truncating " + PartPath(), errno);
-      fd_ = std::move(fd);
-      written_ = 0;
-      flushed_ = 0;
-      return Status::Ok();
-    }
-    return Status::Transient("cannot get a stable " + PartPath() + "; will retry");
-  }
-
-  Status Write(const char* data, size_t len) {
-    while (len > 0) {
-      ssize_t n = ::write(fd_.get(), data, len);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Err("writing " + PartPath(), errno);
-      data += n;
-      len -= static_cast<size_t>(n);
-      written_ += static_cast<uint64_t>(n);
-    }
-    if (written_ - flushed_ >= kWritebackWindow) StartWriteback();
-    return Status::Ok();
-  }
-
-  Status Commit() {
-    if (fsync(fd_.get()) != 0) return Err("fsync " + PartPath(), errno);
-    // Rename while still holding the lock: a waiting delivery then finds
-    // the name gone and starts over on a fresh file.
-    if (renameat(dir_.get(), part_.c_str(), dir_.get(), name_.c_str()) != 0)
-      return Err("renaming " + PartPath() + " to " + path_, errno);
-    committed_ = true;
-    if (fsync(dir_.get()) != 0) return Err("fsync " + dir_path_, errno);
-    if (Status st = fd_.Close(); !st.ok()) return st.Wrap(path_);
-    dir_.Reset();
-    return Status::Ok();
-  }
-
-  // Removes the .part file unless committed. Idempotent.
-  void Discard() {
-    if (fd_.valid() && !committed_) {
-      if (unlinkat(dir_.get(), part_.c_str(), 0) != 0 && errno != ENOENT)
-        LOG_WARN("cannot remove %s: %s", PartPath().c_str(), std::strerror(errno));
-    }
-    fd_.Reset();
-    dir_.Reset();
-  }
-
- private:
-  std::string PartPath() const { return dir_path_ + "/" + part_; }
-
-  // Disk and local I/O problems are ours, not the user's: retry.
-  static Status Err(const std::string& what, int err) {
-    return Status::FromErrno(what, err, Status::Kind::kTransient);
-  }
-
-  // Asks the kernel to start writing the newest window, waits for the one
-  // before (normally long done) and drops it from the page cache. Failures
-  // only cost memory or speed; the final fsync reports real errors.
-  void StartWriteback() {
-    off_t from = static_cast<off_t>(flushed_);
-    off_t len = static_cast<off_t>(written_ - flushed_);
-    sync_file_range(fd_.get(), from, len, SYNC_FILE_RANGE_WRITE);
-    if (flushed_ >= kWritebackWindow) {
-      off_t old = from - static_cast<off_t>(kWritebackWindow);
-      sync_file_range(fd_.get(), old, static_cast<off_t>(kWritebackWindow),
-                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-      posix_fadvise(fd_.get(), old, static_cast<off_t>(kWritebackWindow), POSIX_FADV_DONTNEED);
-    }
-    flushed_ = written_;
-  }
-
-  UniqueFd dir_, fd_;
-  std::string path_, name_, part_, dir_path_;
-  bool committed_ = false;
-  uint64_t written_ = 0, flushed_ = 0;
-};
-
-// ---------------------------------------------------------------------------
 // One transfer: the state libcurl's callbacks share.
 
 struct Transfer {
   const FetchOptions* options = nullptr;
   const FetchHooks* hooks = nullptr;
-  const FetchTarget* target = nullptr;
+  PartFile* file = nullptr;
   bool http = false;
 
   // The first failure seen by a callback; it makes libcurl abort and is
@@ -272,7 +164,6 @@ struct Transfer {
   size_t magic_have = 0;
   bool magic_ok = false;
   uint64_t bytes = 0;
-  PartFile file;
 
   // Progress.
   Clock::time_point start = Clock::now();
@@ -304,7 +195,8 @@ Status Transfer::CheckResponse() {
   }
   std::string media = Lower(Trim(content_type->substr(0, content_type->find(';'))));
   if (media != kQemuDisk) {
-    return Status::Permanent("content type \"" + Printable(*content_type) + "\" is not " + kQemuDisk);
+    return Status::Permanent("content type \"" + Printable(*content_type) + "\" is not " +
+                             kQemuDisk);
   }
   if (content_length) {
     if (options->max_bytes != 0 && *content_length > options->max_bytes) return TooLarge();
@@ -323,14 +215,15 @@ bool Transfer::CheckRedirect() {
   if (colon != std::string_view::npos && (stop == std::string_view::npos || colon < stop)) {
     std::string scheme = Lower(std::string(loc.substr(0, colon)));
     if (scheme != "http" && scheme != "https") {
-      Fail(Status::Permanent("redirect to a forbidden scheme \"" + Printable(scheme, 20) +
-                             "\" (" + Printable(RedactUrl(location)) +
+      Fail(Status::Permanent("redirect to a forbidden scheme \"" + Printable(scheme, 20) + "\" (" +
+                             Printable(RedactUrl(location)) +
                              "); only http and https redirects are followed"));
       return false;
     }
   }
   if (redirects > options->max_redirects) {
-    Fail(Status::Permanent("too many redirects (more than " + std::to_string(options->max_redirects) + ")"));
+    Fail(Status::Permanent("too many redirects (more than " +
+                           std::to_string(options->max_redirects) + ")"));
     return false;
   }
   return true;
@@ -339,9 +232,11 @@ bool Transfer::CheckRedirect() {
 void UpdateProgress(Transfer* t, bool force_log) {
   Clock::time_point now = Clock::now();
   double secs = std::chrono::duration<double>(now - t->start).count();
-  if (t->hooks->set_progress && (now - t->last_title >= std::chrono::milliseconds(500) || force_log)) {
-    std::string title = t->total > 0 ? std::to_string(std::min<uint64_t>(100, t->bytes * 100 / t->total)) + "%"
-                                     : HumanBytes(static_cast<double>(t->bytes));
+  if (t->hooks->set_progress &&
+      (now - t->last_title >= std::chrono::milliseconds(500) || force_log)) {
+    std::string title =
+        t->total > 0 ? std::to_string(std::min<uint64_t>(100, t->bytes * 100 / t->total)) + "%"
+                     : HumanBytes(static_cast<double>(t->bytes));
     if (title != t->title) {
       t->title = title;
       t->hooks->set_progress(title);
@@ -386,7 +281,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
       std::string_view rest = line.substr(sp + 1);
       long code = 0;
       size_t i = 0;
-      for (; i < rest.size() && i < 3 && rest[i] >= '0' && rest[i] <= '9'; ++i) code = code * 10 + (rest[i] - '0');
+      for (; i < rest.size() && i < 3 && rest[i] >= '0' && rest[i] <= '9'; ++i)
+        code = code * 10 + (rest[i] - '0');
       t->status = code;
       if (i < rest.size()) t->reason = Printable(Trim(rest.substr(i)));
     }
@@ -451,23 +347,20 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
     if (std::memcmp(t->magic, kQcow2Magic, sizeof kQcow2Magic) != 0) {
       char hex[9];
       std::snprintf(hex, sizeof hex, "%02x%02x%02x%02x", static_cast<unsigned char>(t->magic[0]),
-                    static_cast<unsigned char>(t->magic[1]), static_cast<unsigned char>(t->magic[2]),
+                    static_cast<unsigned char>(t->magic[1]),
+                    static_cast<unsigned char>(t->magic[2]),
                     static_cast<unsigned char>(t->magic[3]));
       t->Fail(Status::Permanent(std::string("not a qcow2 image (bad magic ") + hex + ")"));
       return 0;
     }
     t->magic_ok = true;
-    if (Status st = t->file.Open(*t->target); !st.ok()) {
-      t->Fail(std::move(st));
-      return 0;
-    }
-    if (Status st = t->file.Write(t->magic, sizeof t->magic); !st.ok()) {
+    if (Status st = t->file->Write(t->magic, sizeof t->magic); !st.ok()) {
       t->Fail(std::move(st));
       return 0;
     }
   }
   if (left > 0) {
-    if (Status st = t->file.Write(p, left); !st.ok()) {
+    if (Status st = t->file->Write(p, left); !st.ok()) {
       t->Fail(std::move(st));
       return 0;
     }
@@ -515,10 +408,10 @@ int OnSshKey(CURL*, const struct curl_khkey*, const struct curl_khkey*, enum cur
              void* user) {
   auto* t = static_cast<Transfer*>(user);
   if (match == CURLKHMATCH_OK) return CURLKHSTAT_FINE;
-  t->hostkey_error = std::string(match == CURLKHMATCH_MISMATCH
-                                     ? "host key does not match the one in "
-                                     : "host key is not listed in ") +
-                     t->options->known_hosts + " (download.known_hosts)";
+  t->hostkey_error =
+      std::string(match == CURLKHMATCH_MISMATCH ? "host key does not match the one in "
+                                                : "host key is not listed in ") +
+      t->options->known_hosts + " (download.known_hosts)";
   return CURLKHSTAT_REJECT;
 }
 
@@ -556,6 +449,127 @@ CURLcode g_curl_init = CURLE_FAILED_INIT;
 
 }  // namespace
 
+// ---------------------------------------------------------------------------
+// PartFile
+
+Status PartFile::Reserve(const FetchTarget& target, bool* busy) {
+  *busy = false;
+  Discard();
+  for (const std::string& seg : target.dirs) {
+    if (!IsSafePathSegment(seg))
+      return Status::Permanent("unsafe directory name \"" + Printable(seg) + "\"");
+  }
+  if (!IsSafePathSegment(target.name))
+    return Status::Permanent("unsafe file name \"" + Printable(target.name) + "\"");
+  path_ = target.Path();
+  name_ = target.name;
+  part_ = "." + target.name + ".part";
+  committed_ = false;
+  UniqueFd dir(::open(target.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return Err("opening the image store " + target.root, errno);
+  std::string where = target.root;
+  for (const std::string& seg : target.dirs) {
+    where += "/" + seg;
+    bool made = mkdirat(dir.get(), seg.c_str(), 0750) == 0;
+    if (!made && errno != EEXIST) return Err("mkdir " + where, errno);
+    // O_NOFOLLOW: a symlink planted in the store does not lead us out.
+    UniqueFd next(openat(dir.get(), seg.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next.valid()) return Err("opening " + where, errno);
+    if (made && fsync(dir.get()) != 0) return Err("fsync " + where + "/..", errno);
+    dir = std::move(next);
+  }
+  dir_path_ = where;
+  for (int tries = 0; tries < 5; ++tries) {
+    // No O_TRUNC: the file may be another process's, still being written.
+    UniqueFd fd(
+        openat(dir.get(), part_.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
+    if (!fd.valid()) return Err("creating " + PartPath(), errno);
+    if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) return Err("locking " + PartPath(), errno);
+      *busy = true;
+      return Status::Transient("another delivery is writing " + PartPath());
+    }
+    struct stat held {
+    }, named{};
+    if (fstat(fd.get(), &held) != 0) return Err("fstat " + PartPath(), errno);
+    if (fstatat(dir.get(), part_.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+        named.st_ino != held.st_ino || named.st_dev != held.st_dev) {
+      continue;  // renamed or removed by the previous holder: open again
+    }
+    if (ftruncate(fd.get(), 0) != 0) return Err("truncating " + PartPath(), errno);
+    dir_ = std::move(dir);
+    fd_ = std::move(fd);
+    written_ = 0;
+    flushed_ = 0;
+    return Status::Ok();
+  }
+  return Status::Transient("cannot get a stable " + PartPath());
+}
+
+Status PartFile::Write(const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd_.get(), data, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err("writing " + PartPath(), errno);
+    data += n;
+    len -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+  }
+  if (written_ - flushed_ >= kWritebackWindow) StartWriteback();
+  return Status::Ok();
+}
+
+Status PartFile::Commit() {
+  if (fsync(fd_.get()) != 0) return Err("fsync " + PartPath(), errno);
+  // Rename while still holding the lock: a waiting delivery then finds the
+  // name gone and starts over on a fresh file.
+  if (renameat(dir_.get(), part_.c_str(), dir_.get(), name_.c_str()) != 0)
+    return Err("renaming " + PartPath() + " to " + path_, errno);
+  committed_ = true;
+  if (fsync(dir_.get()) != 0) return Err("fsync " + dir_path_, errno);
+  if (Status st = fd_.Close(); !st.ok()) return st.Wrap(path_);
+  dir_.Reset();
+  return Status::Ok();
+}
+
+void PartFile::Discard() {
+  if (fd_.valid() && !committed_) {
+    // Unlink before unlocking (close): see Reserve's inode check.
+    if (unlinkat(dir_.get(), part_.c_str(), 0) != 0 && errno != ENOENT)
+      LOG_WARN("cannot remove %s: %s", PartPath().c_str(), std::strerror(errno));
+  }
+  fd_.Reset();
+  dir_.Reset();
+}
+
+std::string PartFile::PartPath() const { return dir_path_ + "/" + part_; }
+
+Status PartFile::Err(const std::string& what, int err) {
+  // Disk and local I/O problems are ours, not the user's: retry.
+  return Status::FromErrno(what, err, Status::Kind::kTransient);
+}
+
+// Asks the kernel to start writing the newest window and waits for the one
+// before (normally long done), so at most two windows are ever dirty and
+// the final fsync is short: without this, a 1 GiB image left ~1 GiB of
+// dirty pages for fsync to write after the last byte arrived (measured:
+// 0.74 of curl's rate instead of 0.9+). The clean pages stay in the page
+// cache (dropping them cost ~5% of the rate; the kernel reclaims them like
+// any used-once data, and the image is often read again soon, to boot it).
+// Failures only cost speed; the final fsync reports real errors.
+void PartFile::StartWriteback() {
+  off_t from = static_cast<off_t>(flushed_);
+  off_t len = static_cast<off_t>(written_ - flushed_);
+  sync_file_range(fd_.get(), from, len, SYNC_FILE_RANGE_WRITE);
+  if (flushed_ >= kWritebackWindow) {
+    off_t old = from - static_cast<off_t>(kWritebackWindow);
+    sync_file_range(
+        fd_.get(), old, static_cast<off_t>(kWritebackWindow),
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  }
+  flushed_ = written_;
+}
+
 std::string FetchTarget::Path() const {
   std::string p = root;
   for (const std::string& d : dirs) p += "/" + d;
@@ -592,29 +606,29 @@ Result<FetchOptions> FetchOptionsFromConfig(const Config& config) {
       system_path = path;
 #endif
     std::string system = ReadWholeFile(system_path, &st);
-    if (!st.ok()) LOG_WARN("download.ca: system CA bundle unreadable (%s); trusting only %s",
-                           st.message().c_str(), config.download.ca.c_str());
+    if (!st.ok())
+      LOG_WARN("download.ca: system CA bundle unreadable (%s); trusting only %s",
+               st.message().c_str(), config.download.ca.c_str());
     o.ca_bundle = system + "\n" + extra + "\n";
   }
   return o;
 }
 
-Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target,
-                          const FetchOptions& options, const FetchHooks& hooks) {
+Result<FetchResult> Fetch(const std::string& url_text, PartFile* file, const FetchOptions& options,
+                          const FetchHooks& hooks) {
   Result<Url> parsed = ParseUrl(url_text);
   if (!parsed.ok()) return parsed.status().Wrap("GET " + ShownUrl(RedactUrl(url_text)));
   const Url& url = *parsed;
   const std::string context = "GET " + ShownUrl(url.Redacted());
-  auto fail = [&](const Status& st) -> Result<FetchResult> { return st.Wrap(context); };
+  auto fail = [&](const Status& st) -> Result<FetchResult> {
+    file->Discard();
+    return st.Wrap(context);
+  };
 
   if (url.scheme != "http" && url.scheme != "https" && url.scheme != "sftp")
     return fail(Status::Permanent("unsupported scheme \"" + Printable(url.scheme, 20) +
                                   "\" (only http, https and sftp)"));
-  for (const std::string& seg : target.dirs) {
-    if (!IsSafePathSegment(seg)) return fail(Status::Permanent("unsafe directory name \"" + Printable(seg) + "\""));
-  }
-  if (!IsSafePathSegment(target.name))
-    return fail(Status::Permanent("unsafe file name \"" + Printable(target.name) + "\""));
+  if (!file->reserved()) return fail(Status::Transient("internal error: target not reserved"));
   if (Status st = InitFetch(); !st.ok()) return fail(st);
 
   CurlPtr curl(curl_easy_init());
@@ -622,7 +636,7 @@ Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target
   Transfer t;
   t.options = &options;
   t.hooks = &hooks;
-  t.target = &target;
+  t.file = file;
   t.http = url.scheme != "sftp";
   char errbuf[CURL_ERROR_SIZE] = "";
 
@@ -634,10 +648,12 @@ Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target
     if (!timeout.empty()) {
       Result<int64_t> ns = ParseGoDuration(timeout);
       if (ns.ok() && *ns > 0) {
-        connect_ms = static_cast<long>(std::max<int64_t>(1, std::min<int64_t>(*ns / 1000000, INT32_MAX)));
+        connect_ms =
+            static_cast<long>(std::max<int64_t>(1, std::min<int64_t>(*ns / 1000000, INT32_MAX)));
       } else {
         LOG_WARN("%s: ignoring sftp timeout \"%s\" (%s); using %lld ms", hooks.log_prefix.c_str(),
-                 Printable(timeout).c_str(), ns.ok() ? "not positive" : ns.status().message().c_str(),
+                 Printable(timeout).c_str(),
+                 ns.ok() ? "not positive" : ns.status().message().c_str(),
                  static_cast<long long>(options.sftp_default_timeout_ms));
       }
     }
@@ -688,7 +704,8 @@ Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target
     DJINN_SETOPT(CURLOPT_USERAGENT, "djinn-consumer/" DJINN_VERSION);
     if (url.has_user) DJINN_SETOPT(CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
   } else {
-    DJINN_SETOPT(CURLOPT_SSH_AUTH_TYPES, static_cast<long>(CURLSSH_AUTH_PASSWORD | CURLSSH_AUTH_KEYBOARD));
+    DJINN_SETOPT(CURLOPT_SSH_AUTH_TYPES,
+                 static_cast<long>(CURLSSH_AUTH_PASSWORD | CURLSSH_AUTH_KEYBOARD));
     if (!options.known_hosts.empty()) {
       DJINN_SETOPT(CURLOPT_SSH_KNOWNHOSTS, options.known_hosts.c_str());
       DJINN_SETOPT(CURLOPT_SSH_KEYFUNCTION, OnSshKey);
@@ -696,29 +713,33 @@ Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target
     }
   }
   // For http too: a redirect may lead to https.
-  curl_blob ca{const_cast<char*>(options.ca_bundle.data()), options.ca_bundle.size(), CURL_BLOB_NOCOPY};
+  curl_blob ca{const_cast<char*>(options.ca_bundle.data()), options.ca_bundle.size(),
+               CURL_BLOB_NOCOPY};
   if (!options.ca_bundle.empty() && t.http) DJINN_SETOPT(CURLOPT_CAINFO_BLOB, &ca);
 #undef DJINN_SETOPT
   if (rc != CURLE_OK)
-    return fail(Status::Transient(std::string("curl_easy_setopt(") + failed_opt + "): " + curl_easy_strerror(rc)));
+    return fail(Status::Transient(std::string("curl_easy_setopt(") + failed_opt +
+                                  "): " + curl_easy_strerror(rc)));
 
   rc = curl_easy_perform(c);
   if (rc == CURLE_OK && t.failure.ok()) {
     if (!t.magic_ok) {
       t.Fail(Status::Permanent(t.bytes == 0 ? std::string("not a qcow2 image (empty)")
-                                            : "not a qcow2 image (only " + std::to_string(t.bytes) + " bytes)"));
+                                            : "not a qcow2 image (only " + std::to_string(t.bytes) +
+                                                  " bytes)"));
     } else if (t.http && !t.headers_ok) {
       // A 3xx libcurl chose not to follow (304, 305, ...): final, and wrong.
       std::string why = t.reason.empty() ? "" : " " + t.reason;
-      t.Fail(Status::Permanent("HTTP " + std::to_string(t.status) + why + " (redirect not followed)"));
-    } else if (Status st = t.file.Commit(); !st.ok()) {
+      t.Fail(
+          Status::Permanent("HTTP " + std::to_string(t.status) + why + " (redirect not followed)"));
+    } else if (Status st = file->Commit(); !st.ok()) {
       t.Fail(st);
     }
   }
   Status outcome = t.failure;
   if (outcome.ok() && rc != CURLE_OK) outcome = FromCurlCode(rc, t, errbuf);
   if (!outcome.ok()) {
-    t.file.Discard();
+    file->Discard();
     char* effective = nullptr;
     std::string where = context;
     if (t.http && t.redirects > 0 &&
@@ -732,7 +753,7 @@ Result<FetchResult> Fetch(const std::string& url_text, const FetchTarget& target
   FetchResult r;
   r.bytes = t.bytes;
   r.seconds = std::chrono::duration<double>(Clock::now() - t.start).count();
-  r.path = target.Path();
+  r.path = file->path();
   return r;
 }
 

@@ -3,7 +3,7 @@
 //
 // What a successful Fetch() guarantees:
 //   - the first 4 bytes were the qcow2 magic "QFI\xfb" (checked as soon as
-//     they arrive; nothing is written to disk before that);
+//     they arrive, before anything is written);
 //   - http(s): the final response was 2xx with Content-Type
 //     application/x-qemu-disk (case-insensitive, parameters ignored);
 //   - the body is at <root>/<dirs...>/<name>, written through
@@ -12,8 +12,8 @@
 //     directory fsync'ed. Directories are made 0750, the file 0640 (less
 //     the umask). On any failure the .part file is removed.
 //   - memory stays flat whatever the size: the body goes from libcurl's
-//     buffer straight to the file, and written data is pushed to disk and
-//     dropped from the page cache as the transfer goes.
+//     buffer straight to the file, and written data is pushed to disk as
+//     the transfer goes (at most 16 MiB dirty, so the final fsync is short).
 //
 // Policy (documented in the man page):
 //   - Schemes: http, https, sftp. Redirects (http/https only, also from
@@ -56,15 +56,17 @@
 //     remote file, redirect to a forbidden scheme or too many redirects,
 //     refused address, bad certificate or host key, malformed URL.
 //   kTransient: timeouts, connection refused or reset, DNS failure, HTTP 5xx,
-//     408 and 429, local disk errors, another delivery of the same job
-//     writing the same file right now.
+//     408 and 429, local disk errors.
 //
-// Two deliveries of one job racing: the .part file is opened without
-// O_TRUNC and locked (flock, LOCK_EX|LOCK_NB) before it is truncated. The
-// loser gets a transient error and is retried later; a lock left by a
-// killed worker dies with it, so a stale .part is simply reused. After
-// locking, the name is checked to still be the locked inode (the holder may
-// have renamed or removed it just before letting go).
+// Two deliveries of one download racing (an orphan requeue while the first
+// worker still runs, a producer enqueuing twice): PartFile::Reserve()
+// opens the .part file without O_TRUNC and locks it (flock, LOCK_EX |
+// LOCK_NB) before truncating it, and reports "busy" when another process
+// holds the lock; the caller waits and looks again (see download_job.cc).
+// The holder renames or unlinks the .part before letting the lock go, and
+// Reserve() checks after locking that the name still is the locked inode,
+// so a waiter never truncates a finished image. A lock left by a killed
+// worker dies with it: its stale .part is simply reused.
 //
 // Threads: Fetch() may run libcurl's threaded resolver; nothing else.
 // InitFetch() must run once per process before the first Fetch().
@@ -78,22 +80,23 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "common/unique_fd.h"
 
 namespace djinn {
 
 struct FetchOptions {
-  int timeout_seconds = 600;         // the whole transfer
-  uint64_t max_bytes = 0;            // 0: no limit
+  int timeout_seconds = 600;  // the whole transfer
+  uint64_t max_bytes = 0;     // 0: no limit
   bool allow_private = false;
   std::string ca_bundle;             // PEM; empty: libcurl's default trust
   std::string known_hosts;           // path; empty: accept any sftp host key
   int connect_timeout_seconds = 30;  // http(s); sftp takes ?timeout=
   int64_t sftp_default_timeout_ms = 60000;
-  long low_speed_bytes = 1024;       // abandon below this many bytes/s ...
-  long low_speed_seconds = 60;       // ... for this long
+  long low_speed_bytes = 1024;  // abandon below this many bytes/s ...
+  long low_speed_seconds = 60;  // ... for this long
   long max_redirects = 5;
   int progress_log_seconds = 10;
-  long buffer_size = 512 * 1024;     // libcurl's receive buffer
+  long buffer_size = 512 * 1024;  // libcurl's receive buffer
 };
 
 // Options from the configuration: timeout, the smaller non-zero of
@@ -122,11 +125,48 @@ struct FetchResult {
   std::string path;
 };
 
+// The temporary file of one target: Reserve() it, then Fetch() into it.
+// The destructor (or Discard) removes the .part unless it was committed.
+// Errors are kTransient (local disk trouble) except unsafe names
+// (kPermanent).
+class PartFile {
+ public:
+  PartFile() = default;
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+  ~PartFile() { Discard(); }
+
+  // Makes target's directories (0750) beneath its root, creates (0640),
+  // locks and truncates "<dir>/.<name>.part". When another process holds
+  // the lock, *busy is set and kTransient returned; nothing is changed.
+  Status Reserve(const FetchTarget& target, bool* busy);
+  bool reserved() const { return fd_.valid(); }
+  const std::string& path() const { return path_; }  // the final path
+
+  // For Fetch(): appends (pushing written data to disk as it goes); fsync,
+  // rename to the final name and fsync the directory; remove the .part.
+  Status Write(const char* data, size_t len);
+  Status Commit();
+  void Discard();
+
+ private:
+  std::string PartPath() const;
+  static Status Err(const std::string& what, int err);
+  void StartWriteback();
+
+  UniqueFd dir_, fd_;
+  std::string path_, name_, part_, dir_path_;
+  bool committed_ = false;
+  uint64_t written_ = 0, flushed_ = 0;
+};
+
 // curl_global_init, once per process. Safe to call again.
 Status InitFetch();
 
-Result<FetchResult> Fetch(const std::string& url, const FetchTarget& target,
-                          const FetchOptions& options, const FetchHooks& hooks);
+// Downloads url into file, which must be reserved. On success the image is
+// at file->path(); on failure file is discarded.
+Result<FetchResult> Fetch(const std::string& url, PartFile* file, const FetchOptions& options,
+                          const FetchHooks& hooks);
 
 }  // namespace djinn
 

@@ -10,7 +10,9 @@
 //   2. SELECT user_id, driver, hash FROM images WHERE id = $1
 //      no row, or a driver/hash that is not a plain path segment: the error
 //      is recorded and the job acked.
-//   3. Fetch (worker/fetch.h) to <store>/<user_id>/<driver>/<hash>.
+//   3. Fetch (worker/fetch.h) to <store>/<user_id>/<driver>/<hash>. When
+//      another delivery is writing that file right now, wait for it and
+//      stop if it finished our row (see Reserve below).
 //   4. UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1
 //      (error NULL on success).
 //
@@ -25,7 +27,10 @@
 // Every statement is idempotent, so a PostgreSQL restart in the middle
 // (PgClient re-sends once on a fresh connection) or a second delivery of
 // the job leaves correct rows.
+#include <time.h>
+
 #include <cctype>
+#include <chrono>
 #include <cinttypes>
 #include <optional>
 #include <string>
@@ -39,12 +44,21 @@
 namespace djinn {
 namespace {
 
+// IDs are int64 in the job but serial (int4) in the tables: comparing as
+// bigint makes an ID no row can have simply match nothing, instead of
+// failing the statement ("out of range for type integer").
 constexpr char kMarkStarted[] =
-    "UPDATE image_downloads SET started_at = now() WHERE id = $1 AND finished_at IS NULL";
-constexpr char kDownloadExists[] = "SELECT 1 FROM image_downloads WHERE id = $1";
-constexpr char kSelectImage[] = "SELECT user_id, driver, hash FROM images WHERE id = $1";
+    "UPDATE image_downloads SET started_at = now() WHERE id = $1::bigint AND finished_at IS NULL";
+constexpr char kDownloadExists[] = "SELECT 1 FROM image_downloads WHERE id = $1::bigint";
+constexpr char kDownloadFinished[] =
+    "SELECT finished_at IS NOT NULL FROM image_downloads WHERE id = $1::bigint";
+constexpr char kSelectImage[] = "SELECT user_id, driver, hash FROM images WHERE id = $1::bigint";
 constexpr char kMarkFinished[] =
-    "UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1";
+    "UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1::bigint";
+
+// How much longer than download.timeout a delivery waits for another one
+// writing the same image (its fsync, rename and row update).
+constexpr int kBusySlackSeconds = 60;
 
 bool AllDigits(const std::string& s) {
   if (s.empty()) return false;
@@ -56,7 +70,8 @@ bool AllDigits(const std::string& s) {
 // A value from the database shown in an error message: bounded, one line.
 std::string Shown(const std::string& s) {
   std::string out;
-  for (unsigned char c : s.substr(0, 100)) out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+  for (unsigned char c : s.substr(0, 100))
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
   return out;
 }
 
@@ -93,16 +108,22 @@ class DownloadJob : public JobHandler {
     if (!image.ok()) return DatabaseDown(image.status());
     PGresult* res = image->get();
     if (PQntuples(res) == 0)
-      return Finish(id, ctx, Status::Permanent("image " + std::to_string(args->image_id) + " does not exist"));
+      return Finish(
+          id, ctx,
+          Status::Permanent("image " + std::to_string(args->image_id) + " does not exist"));
     std::string user_id = PQgetvalue(res, 0, 0);
     std::string driver = PQgetvalue(res, 0, 1);
     std::string hash = PQgetvalue(res, 0, 2);
     if (!AllDigits(user_id))
-      return Finish(id, ctx, Status::Permanent("image has an unusable user_id \"" + Shown(user_id) + "\""));
+      return Finish(id, ctx,
+                    Status::Permanent("image has an unusable user_id \"" + Shown(user_id) + "\""));
     if (!IsSafePathSegment(driver))
-      return Finish(id, ctx, Status::Permanent("image driver \"" + Shown(driver) + "\" is not a safe file name"));
+      return Finish(
+          id, ctx,
+          Status::Permanent("image driver \"" + Shown(driver) + "\" is not a safe file name"));
     if (!IsSafePathSegment(hash))
-      return Finish(id, ctx, Status::Permanent("image hash \"" + Shown(hash) + "\" is not a safe file name"));
+      return Finish(
+          id, ctx, Status::Permanent("image hash \"" + Shown(hash) + "\" is not a safe file name"));
 
     // 3.
     Status outcome;
@@ -110,14 +131,21 @@ class DownloadJob : public JobHandler {
       outcome = options_.status();
     } else {
       FetchTarget target{store_, {user_id, driver}, hash};
-      FetchHooks hooks{prefix, ctx.set_progress};
-      Result<FetchResult> got = Fetch(args->source, target, *options_, hooks);
-      if (got.ok()) {
-        double mib_s = got->seconds > 0 ? static_cast<double>(got->bytes) / got->seconds / (1 << 20) : 0;
-        LOG_INFO("%s: image download %s: %" PRIu64 " bytes in %.1f s (%.1f MiB/s) to %s", prefix.c_str(),
-                 id.c_str(), got->bytes, got->seconds, mib_s, got->path.c_str());
+      PartFile file;
+      bool done_elsewhere = false;
+      outcome = Reserve(target, id, prefix, ctx, &file, &done_elsewhere);
+      if (done_elsewhere) return Status::Ok();
+      if (outcome.ok()) {
+        FetchHooks hooks{prefix, ctx.set_progress};
+        Result<FetchResult> got = Fetch(args->source, &file, *options_, hooks);
+        if (got.ok()) {
+          double mib_s =
+              got->seconds > 0 ? static_cast<double>(got->bytes) / got->seconds / (1 << 20) : 0;
+          LOG_INFO("%s: image download %s: %" PRIu64 " bytes in %.1f s (%.1f MiB/s) to %s",
+                   prefix.c_str(), id.c_str(), got->bytes, got->seconds, mib_s, got->path.c_str());
+        }
+        outcome = got.status();
       }
-      outcome = got.status();
     }
     if (outcome.transient() && !ctx.last_attempt) return outcome;
     // 4.
@@ -125,6 +153,41 @@ class DownloadJob : public JobHandler {
   }
 
  private:
+  // Reserves the image's .part file. While another delivery of the same
+  // image holds it (an orphan requeue while the first worker still runs),
+  // waits for that one, looking at our row every second: when it got
+  // finished there is nothing left to do (*done_elsewhere). When the other
+  // one lets go without finishing our row (it failed, or served another
+  // row), this delivery goes on and downloads itself. Waiting is bounded
+  // by what the other transfer may take.
+  Status Reserve(const FetchTarget& target, const std::string& id, const std::string& prefix,
+                 JobContext& ctx, PartFile* file, bool* done_elsewhere) {
+    using Clock = std::chrono::steady_clock;
+    auto deadline =
+        Clock::now() + std::chrono::seconds(options_->timeout_seconds + kBusySlackSeconds);
+    bool busy = false;
+    Status st = file->Reserve(target, &busy);
+    if (busy) {
+      LOG_INFO("%s: %s; waiting for it", prefix.c_str(), st.message().c_str());
+      if (ctx.set_progress) ctx.set_progress("waiting");
+    }
+    while (busy) {
+      if (Clock::now() >= deadline) return st.Wrap("still busy after waiting");
+      struct timespec second = {1, 0};
+      nanosleep(&second, nullptr);
+      Result<PgResultPtr> row = db_.Exec(kDownloadFinished, {id});
+      if (!row.ok()) return DatabaseDown(row.status());
+      if (PQntuples(row->get()) > 0 && std::string(PQgetvalue(row->get(), 0, 0)) == "t") {
+        LOG_INFO("%s: image download %s was finished by another delivery; nothing to do",
+                 prefix.c_str(), id.c_str());
+        *done_elsewhere = true;
+        return Status::Ok();
+      }
+      st = file->Reserve(target, &busy);
+    }
+    return st;
+  }
+
   // Records the outcome; returns what the worker should do with the job.
   Status Finish(const std::string& id, const JobContext& ctx, const Status& outcome) {
     PgClient::Param error;
@@ -132,7 +195,8 @@ class DownloadJob : public JobHandler {
     Result<int64_t> n = db_.ExecCount(kMarkFinished, {id, error});
     if (!n.ok()) {
       if (!outcome.ok())
-        LOG_WARN("job %s: could not record \"%s\"", ctx.envelope.id.c_str(), outcome.message().c_str());
+        LOG_WARN("job %s: could not record \"%s\"", ctx.envelope.id.c_str(),
+                 outcome.message().c_str());
       return DatabaseDown(n.status());
     }
     if (outcome.ok()) return Status::Ok();

@@ -1,0 +1,100 @@
+// PgClient: one PostgreSQL connection (libpq) per worker, for the job
+// handlers that record their outcome in the Djinn database.
+//
+// Lazy: nothing happens until the first Exec(), so a worker whose database
+// is down starts and runs the jobs that do not need it (ping). Connection
+// attempts are spaced by a capped exponential backoff (250 ms doubling to
+// 8 s): while it runs, Exec() fails at once with kTransient instead of
+// waiting on a dead server again, and a failed attempt never crashes or
+// blocks the worker for longer than connect_timeout.
+//
+// Statements are parameterised only (PQexecParams, text parameters, text
+// results); callers never splice values into SQL. Exec() re-sends a
+// statement once on a fresh connection when the old connection turned out
+// to be dead (PostgreSQL restarted since the last job), so every statement
+// given to it must be idempotent.
+//
+// Connection parameters (keyword/value, PQconnectdbParams; the password is
+// never concatenated into a conninfo string):
+//   host/port from database.addr: "host:port", "[v6]:port", "host" (5432),
+//     or a unix socket directory "/run/postgresql" (optionally ":port");
+//   dbname, user, password (when set);
+//   with database.tls: sslmode=verify-full, sslrootcert=ca, and sslcert/
+//     sslkey when given (client certificate authentication);
+//   without: sslmode=disable, as the Go consumer connects. "prefer" would
+//     encrypt without verifying anything, which looks safe and is not; an
+//     operator who wants TLS configures database.tls and gets verify-full.
+//   gssencmode=disable (no Kerberos round trip), connect_timeout,
+//   statement_timeout (via options), TCP keepalives and tcp_user_timeout so
+//   a vanished server is noticed, application_name=djinn-consumer.
+//
+// Errors: kTransient for anything connection-shaped (cannot connect,
+// connection lost, server shutting down, too many connections, statement
+// timeout, serialization failure); kPermanent for other SQL errors
+// (permission denied, undefined table, bad input). Messages are one line
+// and start with "database: ".
+//
+// Not thread-safe. Never open one before fork() and use it on both sides.
+#ifndef DJINN_COMMON_PG_H_
+#define DJINN_COMMON_PG_H_
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/c_handles.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace djinn {
+
+struct PgOptions {
+  int connect_timeout_seconds = 10;
+  int statement_timeout_ms = 30000;
+  std::chrono::milliseconds backoff_min{250};
+  std::chrono::milliseconds backoff_max{8000};
+};
+
+class PgClient {
+ public:
+  // nullopt is SQL NULL.
+  using Param = std::optional<std::string>;
+
+  explicit PgClient(DatabaseConfig config, PgOptions options = {});
+  PgClient(const PgClient&) = delete;
+  PgClient& operator=(const PgClient&) = delete;
+
+  // Runs one statement (connecting first when needed) and returns its
+  // result, whose status is PGRES_COMMAND_OK or PGRES_TUPLES_OK.
+  Result<PgResultPtr> Exec(const std::string& sql, const std::vector<Param>& params);
+  // Exec() for INSERT/UPDATE/DELETE: the number of rows affected.
+  Result<int64_t> ExecCount(const std::string& sql, const std::vector<Param>& params);
+
+  bool connected() const;
+  // Drops the connection (the next Exec connects again, backoff reset).
+  void Close();
+
+  // The keyword/value pairs handed to PQconnectdbParams (exposed for tests).
+  static std::vector<std::pair<std::string, std::string>> ConnParams(const DatabaseConfig& config,
+                                                                     const PgOptions& options);
+  // "host:port/dbname" or "/socket/dir:port/dbname", for messages.
+  static std::string Describe(const DatabaseConfig& config);
+
+ private:
+  Status Connect();
+  Result<PgResultPtr> ExecOnce(const std::string& sql, const std::vector<Param>& params);
+
+  DatabaseConfig config_;
+  PgOptions options_;
+  PgConnPtr conn_;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::chrono::milliseconds backoff_{0};
+  std::string last_error_;
+};
+
+}  // namespace djinn
+
+#endif  // DJINN_COMMON_PG_H_
