@@ -38,6 +38,16 @@ int64_t Int(const config_setting_t* s) { return config_setting_get_int64(s); }
 
 std::string NonEmpty(const std::string& v) { return v.empty() ? "must not be empty" : ""; }
 
+// Files the workers read later (CAs, keys, known_hosts): a typo should
+// fail -t, not the first job that needs them.
+std::string Readable(const std::string& path) {
+  if (path.empty()) return "must not be empty";
+  if (access(path.c_str(), R_OK) != 0) return path + ": " + std::strerror(errno);
+  return "";
+}
+
+#define FILE(field) [](Config* c, const config_setting_t* s) { c->field = Str(s); return Readable(c->field); }
+
 const std::vector<Param>& Params() {
   static const std::vector<Param> params = {
       {"pidfile", Type::kString, 0, 0, STR(pidfile)},
@@ -84,9 +94,9 @@ const std::vector<Param>& Params() {
       {"database.password_file", Type::kString, 0, 0, nullptr},  // read below
       {"database.tls", Type::kGroup, 0, 0,
        [](Config* c, const config_setting_t*) { c->database.tls_enabled = true; return std::string(); }},
-      {"database.tls.ca", Type::kString, 0, 0, STR(database.tls.ca)},
-      {"database.tls.cert", Type::kString, 0, 0, STR(database.tls.cert)},
-      {"database.tls.key", Type::kString, 0, 0, STR(database.tls.key)},
+      {"database.tls.ca", Type::kString, 0, 0, FILE(database.tls.ca)},
+      {"database.tls.cert", Type::kString, 0, 0, FILE(database.tls.cert)},
+      {"database.tls.key", Type::kString, 0, 0, FILE(database.tls.key)},
       {"redis", Type::kGroup, 0, 0, nullptr},
       {"redis.addr", Type::kString, 0, 0,
        [](Config* c, const config_setting_t* s) { c->redis.addr = Str(s); return NonEmpty(c->redis.addr); }},
@@ -111,8 +121,8 @@ const std::vector<Param>& Params() {
       {"download.timeout", Type::kInt, 1, 7 * 86400, INT(download.timeout)},
       {"download.max_size", Type::kInt, 0, INT64_MAX, INT(download.max_size)},
       {"download.allow_private", Type::kBool, 0, 0, BOOL(download.allow_private)},
-      {"download.ca", Type::kString, 0, 0, STR(download.ca)},
-      {"download.known_hosts", Type::kString, 0, 0, STR(download.known_hosts)},
+      {"download.ca", Type::kString, 0, 0, FILE(download.ca)},
+      {"download.known_hosts", Type::kString, 0, 0, FILE(download.known_hosts)},
   };
   return params;
 }
@@ -120,6 +130,7 @@ const std::vector<Param>& Params() {
 #undef STR
 #undef INT
 #undef BOOL
+#undef FILE
 
 const char* kRequired[] = {"database", "redis", "store.images", "store.images.type",
                            "store.images.path"};

@@ -64,16 +64,18 @@ TEST_F(ConfigTest, MinimalConfigGetsEveryDefault) {
 TEST_F(ConfigTest, EveryParameterIsRead) {
   std::string pw = dir_.Sub("dbpass");
   WriteFile(pw, "s3cret\n");
+  for (const char* f : {"ca.pem", "c.pem", "k.pem", "d.pem", "kh"}) WriteFile(dir_.Sub(f), "x");
+  std::string d = dir_.path();
   auto r = Load(R"(
 pidfile = "/run/x.pid";
 log = { level = "debug"; file = "/tmp/x.log"; };
 workers = 3; user = "root"; group = "root"; queue = "q2"; attempts = 7;
 job_timeout = 30; shutdown_timeout = 5;
 database = { addr = "/run/postgresql"; name = "n"; username = "u"; password_file = ")" + pw + R"(";
-  tls = { ca = "/ca.pem"; cert = "/c.pem"; key = "/k.pem"; }; };
+  tls = { ca = ")" + d + R"(/ca.pem"; cert = ")" + d + R"(/c.pem"; key = ")" + d + R"(/k.pem"; }; };
 redis = { addr = "/run/redis.sock"; password = "rp"; };
 store = { images = { type = "file"; path = "/srv/images/"; limit = 1073741824; }; };
-download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = "/d.pem"; known_hosts = "/kh"; };
+download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = ")" + d + R"(/d.pem"; known_hosts = ")" + d + R"(/kh"; };
 )");
   ASSERT_TRUE(r.ok()) << r.status().message();
   const Config& c = *r;
@@ -91,9 +93,9 @@ download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = "/
   EXPECT_EQ(c.database.name, "n");
   EXPECT_EQ(c.database.password, "s3cret");
   EXPECT_TRUE(c.database.tls_enabled);
-  EXPECT_EQ(c.database.tls.ca, "/ca.pem");
-  EXPECT_EQ(c.database.tls.cert, "/c.pem");
-  EXPECT_EQ(c.database.tls.key, "/k.pem");
+  EXPECT_EQ(c.database.tls.ca, d + "/ca.pem");
+  EXPECT_EQ(c.database.tls.cert, d + "/c.pem");
+  EXPECT_EQ(c.database.tls.key, d + "/k.pem");
   EXPECT_EQ(c.redis.addr, "/run/redis.sock");
   EXPECT_EQ(c.redis.password, "rp");
   EXPECT_EQ(c.store.path, "/srv/images");
@@ -101,8 +103,8 @@ download = { timeout = 60; max_size = 2147483648L; allow_private = true; ca = "/
   EXPECT_EQ(c.download.timeout, 60);
   EXPECT_EQ(c.download.max_size, 2147483648u);
   EXPECT_TRUE(c.download.allow_private);
-  EXPECT_EQ(c.download.ca, "/d.pem");
-  EXPECT_EQ(c.download.known_hosts, "/kh");
+  EXPECT_EQ(c.download.ca, d + "/d.pem");
+  EXPECT_EQ(c.download.known_hosts, d + "/kh");
 }
 
 TEST_F(ConfigTest, WrongTypeNamesFileLineAndParameter) {
@@ -185,12 +187,19 @@ TEST_F(ConfigTest, UnknownUserIsAnError) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, MissingCaOrKnownHostsFileIsNamed) {
+  std::string e = Error(std::string(kMinimal) + "download = { ca = \"/nonexistent/ca.pem\"; };\n");
+  EXPECT_NE(e.find(":5: download.ca: /nonexistent/ca.pem: No such file or directory"), std::string::npos) << e;
+  e = Error(std::string(kMinimal) + "download = { known_hosts = \"/nonexistent/kh\"; };\n");
+  EXPECT_NE(e.find(":5: download.known_hosts: /nonexistent/kh: No such file"), std::string::npos) << e;
+}
+
 TEST_F(ConfigTest, TlsNeedsCaAndCertWithKey) {
-  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { cert = "/c"; key = "/k"; }; };
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { cert = "/dev/null"; key = "/dev/null"; }; };
 redis = { addr = "a:1"; };
 store = { images = { type = "file"; path = "/x"; }; };)").find("database.tls.ca: required"),
             std::string::npos);
-  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { ca = "/ca"; cert = "/c"; }; };
+  EXPECT_NE(Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; tls = { ca = "/dev/null"; cert = "/dev/null"; }; };
 redis = { addr = "a:1"; };
 store = { images = { type = "file"; path = "/x"; }; };)").find("cert and key go together"),
             std::string::npos);
