@@ -67,8 +67,7 @@ std::string Daemon::ConfigText() const {
        opts_.database_password + "\"; };\n";
   c += "redis = { addr = \"" + opts_.redis_addr + "\"; };\n";
   c += "store = { images = { type = \"file\"; path = \"" + store() + "\"; }; };\n";
-  c += std::string("download = { allow_private = ") + (opts_.allow_private ? "true" : "false") +
-       "; timeout = 30; };\n";
+  c += "download = { " + opts_.download + " };\n";
   c += opts_.extra;
   return c;
 }

@@ -28,7 +28,8 @@ struct DaemonOptions {
   int job_timeout = 900;
   int shutdown_timeout = 10;
   std::string user;  // workers drop to this when running as root
-  bool allow_private = true;
+  // The body of the config's download group.
+  std::string download = "allow_private = true; timeout = 30;";
   std::string extra;  // appended verbatim to the config file
   bool test_jobs = true;
 };

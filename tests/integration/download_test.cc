@@ -58,24 +58,20 @@ std::string QcowBytes(size_t n, uint64_t seed) {
   return s;
 }
 
-// A download block replacing the harness's one-line default.
+// The body of the config's download group.
 std::string DownloadBlock(bool allow_private, int timeout, uint64_t max_size, const std::string& ca,
                           const std::string& known_hosts = "") {
-  std::string b = std::string("download = { allow_private = ") +
-                  (allow_private ? "true" : "false") + "; timeout = " + std::to_string(timeout) +
-                  "; max_size = " + std::to_string(max_size) + ";";
+  std::string b = std::string("allow_private = ") + (allow_private ? "true" : "false") +
+                  "; timeout = " + std::to_string(timeout) + "; max_size = " +
+                  std::to_string(max_size) + "L;";
   if (!ca.empty()) b += " ca = \"" + ca + "\";";
   if (!known_hosts.empty()) b += " known_hosts = \"" + known_hosts + "\";";
-  return b + " };\n";
+  return b;
 }
 
 ::testing::AssertionResult StartDaemon(Daemon* d, const std::string& download_block) {
-  std::string text = d->ConfigText();
-  size_t p = text.find("download = {");
-  if (p == std::string::npos)
-    return ::testing::AssertionFailure() << "no download block in " << text;
-  text.replace(p, text.find('\n', p) - p + 1, download_block);
-  d->WriteConfig(text);
+  d->options().download = download_block;
+  d->WriteConfig(d->ConfigText());
   if (!d->Start()) return ::testing::AssertionFailure() << "cannot start the daemon";
   if (!d->WaitForWorkers(d->options().workers))
     return ::testing::AssertionFailure() << "workers did not come up: " << d->Log();
