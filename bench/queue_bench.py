@@ -79,7 +79,7 @@ def children(pid):
     return out
 
 
-def drain(port, tmp, workers):
+def drain(port, tmp, workers, addr=None):
     cli(port, "FLUSHALL")
     push_jobs(port, N)
     assert int(cli(port, "HLEN", "jobs:data")) == N
@@ -89,7 +89,7 @@ def drain(port, tmp, workers):
         f.write('log = { level = "warn"; file = "%s/bench.log"; };\n' % tmp)
         f.write("workers = %d;\n" % workers)
         f.write('database = { addr = "127.0.0.1:1"; name = "x"; username = "x"; };\n')
-        f.write('redis = { addr = "127.0.0.1:%d"; };\n' % port)
+        f.write('redis = { addr = "%s"; };\n' % (addr or "127.0.0.1:%d" % port))
         f.write('store = { images = { type = "file"; path = "%s"; }; };\n' % store)
     t0 = time.monotonic()
     proc = subprocess.Popen([BIN, "-config", conf])
@@ -126,8 +126,10 @@ def main():
         raise SystemExit("build ./djinn-consumer first (make)")
     tmp = tempfile.mkdtemp(prefix="djinn-bench.")
     port = free_port()
+    sock = os.path.join(tmp, "redis.sock")
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+                              "--appendonly", "no", "--dir", tmp, "--unixsocket", sock],
+                             stdout=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
@@ -146,6 +148,9 @@ def main():
             rate, mem = drain(port, tmp, w)
             print("%-8d %12.0f %16.2f %24s" % (w, rate, rate / rb2, ",".join(str(m) for m in sorted(mem))))
             sys.stdout.flush()
+        rate, mem = drain(port, tmp, 2, sock)
+        print("%-8s %12.0f %16.2f %24s   (redis over its unix socket)"
+              % ("2", rate, rate / rb2, ",".join(str(m) for m in sorted(mem))))
     finally:
         redis.terminate()
         redis.wait(timeout=10)
