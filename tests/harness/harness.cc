@@ -26,9 +26,10 @@ namespace djinn::testing {
 
 namespace fs = std::filesystem;
 
-TempDir::TempDir(const std::string& prefix) {
+TempDir::TempDir(const std::string& prefix, const std::string& parent) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + ".XXXXXX";
+  std::string base = !parent.empty() ? parent : tmp && *tmp ? tmp : "/tmp";
+  std::string tmpl = base + "/" + prefix + ".XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (!mkdtemp(buf.data())) {

@@ -14,10 +14,11 @@
 
 namespace djinn::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+// A fresh directory (mode 0755) under parent, or $TMPDIR, or /tmp; removed
+// with its contents. Aborts when it cannot be made.
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "djinn-test");
+  explicit TempDir(const std::string& prefix = "djinn-test", const std::string& parent = "");
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+
+#include "tests/harness/harness.h"
 #include <netdb.h>
 #include <pwd.h>
 #include <sched.h>
@@ -107,26 +109,7 @@ std::string RunInChild(const std::function<int()>& body) {
     EXPECT_EQ(child_result, "ok");                            \
   } while (0)
 
-// A directory under /tmp, removed (with its contents) by the parent.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/djinn-sandbox-test-XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;  // removed (with its contents) by the parent
 
 bool WriteFile(const std::string& path, const std::string& data, int flags) {
   int fd = open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
