@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -173,6 +174,9 @@ bool Process::Start(const std::vector<std::string>& argv, const std::string& log
         _exit(126);
       }
     }
+    // A test process that dies (a crash, an ASan abort) takes its servers
+    // with it. Set last: a change of credentials clears it.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     execvp(args[0], args.data());
     fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
     _exit(127);
