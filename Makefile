@@ -102,7 +102,7 @@ asan:
 bench: deps
 	@$(MAKE) --no-print-directory $(BIN)
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/queue_bench.py
-	@for b in bench/download_bench*; do [ -x "$$b" ] && DJINN_CONSUMER=$(abspath $(BIN)) "$$b" || true; done
+	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/download_bench.py
 
 FUZZ_SECONDS ?= 60
 fuzz: deps
