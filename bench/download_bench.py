@@ -25,6 +25,9 @@ the unprivileged user djinn-test (created when missing, as the tests do).
 """
 import json, os, pwd, shutil, signal, socket, struct, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import children, envelope, free_port  # noqa: E402
+
 SIZE = int(os.environ.get("BENCH_DOWNLOAD_BYTES", str(1 << 30)))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 BIN = os.path.abspath(os.environ.get("DJINN_CONSUMER", "./djinn-consumer"))
@@ -34,12 +37,6 @@ PG_USER = "djinn-test"
 MIB = 1 << 20
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_for(pred, timeout, what):
@@ -91,12 +88,6 @@ class Redis:
         raise SystemExit("redis: bad reply %r" % line)
 
 
-def envelope(job_id, data):
-    # curlyq v4 form: fixmap(3) ID str8, Data bin8/16, Attempt int64 (d3).
-    jid = job_id.encode()
-    body = b"\xc4" + bytes([len(data)]) if len(data) < 256 else b"\xc5" + struct.pack(">H", len(data))
-    return (b"\x83\xa2ID\xd9" + bytes([len(jid)]) + jid + b"\xa4Data" + body + data +
-            b"\xa7Attempt\xd3" + struct.pack(">q", 0))
 
 
 def proc_status(pid, key):
@@ -118,18 +109,6 @@ def title(pid):
         return ""
 
 
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-                if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                    out.append(int(d))
-            except (OSError, ValueError):
-                pass
-    return out
 
 
 def median(xs):

@@ -12,16 +12,13 @@ across noisy machines. Only 127.0.0.1 is contacted.
 """
 import os, shutil, signal, socket, struct, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import children, envelope, free_port  # noqa: E402
+
 N = int(os.environ.get("BENCH_JOBS", "100000"))
 BIN = os.path.abspath(os.environ.get("DJINN_CONSUMER", "./djinn-consumer"))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def resp(*args):
@@ -32,11 +29,6 @@ def resp(*args):
     return out
 
 
-def envelope(job_id, data, attempt=0):
-    # curlyq v4 form: fixmap(3) ID str8, Data bin8, Attempt int64 (d3).
-    jid = job_id.encode()
-    return (b"\x83\xa2ID\xd9" + bytes([len(jid)]) + jid + b"\xa4Data\xc4" + bytes([len(data)]) +
-            data + b"\xa7Attempt\xd3" + struct.pack(">q", attempt))
 
 
 def cli(port, *args):
@@ -65,18 +57,6 @@ def private_kib(pid):
     return total
 
 
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-                if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                    out.append(int(d))
-            except (OSError, ValueError):
-                pass
-    return out
 
 
 def drain(port, tmp, workers, addr=None):

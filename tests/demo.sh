@@ -161,35 +161,10 @@ DB_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 printf '%s\n' "$DB_PASSWORD" >"$TMP/dbpass"
 chmod 0600 "$TMP/dbpass"
 psql_su postgres "CREATE DATABASE djinn" || die "CREATE DATABASE failed"
-psql_su djinn "
-CREATE TYPE driver_type AS ENUM ('ssh', 'qemu', 'docker', 'os');
-CREATE TABLE images (
-  id           SERIAL PRIMARY KEY,
-  user_id      INT NOT NULL,
-  author_id    INT NOT NULL,
-  namespace_id INT NULL,
-  driver       driver_type NOT NULL,
-  hash         VARCHAR NOT NULL UNIQUE,
-  name         VARCHAR NOT NULL,
-  created_at   TIMESTAMP NOT NULL DEFAULT NOW()
-);
-CREATE TABLE image_downloads (
-  id          SERIAL PRIMARY KEY,
-  image_id    INT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-  source      VARCHAR NOT NULL,
-  error       VARCHAR NULL,
-  created_at  TIMESTAMP NOT NULL DEFAULT NOW(),
-  started_at  TIMESTAMP NULL,
-  finished_at TIMESTAMP NULL
-);
-CREATE ROLE djinn_consumer LOGIN PASSWORD '$DB_PASSWORD';
-REVOKE ALL ON DATABASE djinn FROM PUBLIC;
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-GRANT CONNECT ON DATABASE djinn TO djinn_consumer;
-GRANT USAGE ON SCHEMA public TO djinn_consumer;
-GRANT SELECT ON images TO djinn_consumer;
-GRANT SELECT, UPDATE ON image_downloads TO djinn_consumer;
-" || die "creating the schema failed"
+# The schema the tests use too, with the role, its password and the database
+# filled in.
+psql_su djinn "$(sed -e "s/@ROLE@/djinn_consumer/g" -e "s/@PASSWORD@/$DB_PASSWORD/g" \
+  -e "s/@DB@/djinn/g" tests/data/djinn-schema.sql)" || die "creating the schema failed"
 
 # --- the image and its HTTP server ---------------------------------------
 

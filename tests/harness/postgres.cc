@@ -349,35 +349,10 @@ std::string PostgresServer::Query1(const std::string& sql) {
               &out)) {
     return ::testing::AssertionFailure() << "REVOKE CONNECT: " << out;
   }
-  std::string sql = R"(
-CREATE TYPE driver_type AS ENUM ('ssh', 'qemu', 'docker', 'os');
-CREATE TABLE images (
-  id           SERIAL PRIMARY KEY,
-  user_id      INT NOT NULL,
-  author_id    INT NOT NULL,
-  namespace_id INT NULL,
-  driver       driver_type NOT NULL,
-  hash         VARCHAR NOT NULL UNIQUE,
-  name         VARCHAR NOT NULL,
-  created_at   TIMESTAMP NOT NULL DEFAULT NOW()
-);
-CREATE TABLE image_downloads (
-  id          SERIAL PRIMARY KEY,
-  image_id    INT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-  source      VARCHAR NOT NULL,
-  error       VARCHAR NULL,
-  created_at  TIMESTAMP NOT NULL DEFAULT NOW(),
-  started_at  TIMESTAMP NULL,
-  finished_at TIMESTAMP NULL
-);
-CREATE ROLE @ROLE@ LOGIN PASSWORD '@PASSWORD@';
-REVOKE ALL ON DATABASE @DB@ FROM PUBLIC;
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-GRANT CONNECT ON DATABASE @DB@ TO @ROLE@;
-GRANT USAGE ON SCHEMA public TO @ROLE@;
-GRANT SELECT ON images TO @ROLE@;
-GRANT SELECT, UPDATE ON image_downloads TO @ROLE@;
-)";
+  const char* data = std::getenv("DJINN_TEST_DATA");
+  std::string schema_file = std::string(data && *data ? data : "tests/data") + "/djinn-schema.sql";
+  std::string sql = ReadFile(schema_file);
+  if (sql.empty()) return ::testing::AssertionFailure() << "cannot read " << schema_file;
   ReplaceAll(&sql, "@ROLE@", consumer_user_);
   ReplaceAll(&sql, "@PASSWORD@", consumer_password_);
   ReplaceAll(&sql, "@DB@", kDjinnDatabase);
