@@ -426,10 +426,9 @@ void Supervisor::CheckJobTimeouts() {
 void Supervisor::StopTick() {
   // CheckJobTimeouts() kills what outlives the deadline; nothing else here
   // but a progress line for the operator.
-  static int64_t last_note = 0;
   int64_t now = MonotonicMs();
-  if (!procs_.empty() && now - last_note >= 5000) {
-    last_note = now;
+  if (!procs_.empty() && now - last_stop_note_ms_ >= 5000) {
+    last_stop_note_ms_ = now;
     LOG_INFO("stopping: waiting for %zu worker(s)", procs_.size());
   }
 }

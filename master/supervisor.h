@@ -90,6 +90,7 @@ class Supervisor {
   bool stopping_ = false;
   bool fast_stop_ = false;
   int64_t stop_deadline_ms_ = 0;
+  int64_t last_stop_note_ms_ = 0;
   bool queue_down_ = false;
   int64_t next_heartbeat_ms_ = 0, next_schedule_ms_ = 0, next_orphans_ms_ = 0;
   bool test_jobs_ = false;
