@@ -254,6 +254,22 @@ TEST_F(QueueTest, RetriedJobLeavesEnvelopeInCurlyqForm) {
   EXPECT_EQ(raw, expect);
 }
 
+TEST_F(QueueTest, GracefulStopFinishesAndAcksTheRunningJob) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  Push("finish-me", R"({"job":"sleep","ms":1500})");
+  ASSERT_TRUE(WaitFor([&] {
+    auto w = d.Workers();
+    return !w.empty() && ProcTitle(w[0]).find("busy sleep finish-me") != std::string::npos;
+  })) << d.Log();
+  int st = d.Stop(seconds(20));
+  ASSERT_NE(st, -1) << d.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_NE(d.Log().find("job finish-me (sleep): done"), std::string::npos) << d.Log();
+  ExpectQueueEmpty();
+}
+
 TEST_F(QueueTest, ShutdownPastTimeoutRequeuesTheKilledJob) {
   DaemonOptions o = Opts(1);
   o.shutdown_timeout = 1;
