@@ -240,23 +240,26 @@ Status RedisConn::ErrorReplyStatus(std::string_view text) const {
   return Status::Permanent(std::move(msg));
 }
 
-Result<RedisReplyPtr> RedisConn::Command(std::initializer_list<std::string_view> argv) {
-  argv_.clear();
-  lens_.clear();
+namespace {
+// hiredis takes parallel arrays of pointers and lengths.
+template <typename Range>
+void FillArgv(const Range& argv, std::vector<const char*>* ptrs, std::vector<size_t>* lens) {
+  ptrs->clear();
+  lens->clear();
   for (std::string_view a : argv) {
-    argv_.push_back(a.data());
-    lens_.push_back(a.size());
+    ptrs->push_back(a.data());
+    lens->push_back(a.size());
   }
+}
+}  // namespace
+
+Result<RedisReplyPtr> RedisConn::Command(std::initializer_list<std::string_view> argv) {
+  FillArgv(argv, &argv_, &lens_);
   return Run(milliseconds(0));
 }
 
 Result<RedisReplyPtr> RedisConn::Command(const std::vector<std::string_view>& argv) {
-  argv_.clear();
-  lens_.clear();
-  for (std::string_view a : argv) {
-    argv_.push_back(a.data());
-    lens_.push_back(a.size());
-  }
+  FillArgv(argv, &argv_, &lens_);
   return Run(milliseconds(0));
 }
 

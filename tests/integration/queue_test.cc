@@ -55,6 +55,18 @@ class QueueTest : public ::testing::Test {
   std::unique_ptr<RedisClient> client_;
 };
 
+// Waits until a worker's title says it is busy with `what` ("sleep q-1");
+// returns its pid, or -1 after the deadline.
+pid_t WaitBusy(const Daemon& d, const std::string& what) {
+  pid_t busy = -1;
+  WaitFor([&] {
+    for (pid_t w : d.Workers())
+      if (ProcTitle(w).find(" busy " + what) != std::string::npos) busy = w;
+    return busy > 0;
+  });
+  return busy;
+}
+
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t p = 0; (p = text.find(what, p)) != std::string::npos; p += what.size()) n++;
@@ -162,12 +174,9 @@ TEST_F(QueueTest, KilledBusyWorkerJobRunsAgainWithAttemptPlusOne) {
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
   Push("victim-1", R"({"job":"sleep","ms":2000})");
-  pid_t busy = -1;
-  ASSERT_TRUE(WaitFor([&] {
-    for (pid_t w : d.Workers())
-      if (ProcTitle(w) == "djinn-consumer: worker 1 busy sleep victim-1") busy = w;
-    return busy > 0;
-  })) << d.Log();
+  pid_t busy = WaitBusy(d, "sleep victim-1");
+  ASSERT_GT(busy, 0) << d.Log();
+  EXPECT_EQ(ProcTitle(busy), "djinn-consumer: worker 1 busy sleep victim-1");
   ASSERT_EQ(kill(busy, SIGKILL), 0);
   ASSERT_TRUE(d.WaitForLog("job victim-1: its worker worker 1 (pid " + std::to_string(busy) +
                            ") killed by signal 9 (SIGKILL), out of memory?; requeued (attempt 1)"))
@@ -259,10 +268,7 @@ TEST_F(QueueTest, GracefulStopFinishesAndAcksTheRunningJob) {
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
   Push("finish-me", R"({"job":"sleep","ms":1500})");
-  ASSERT_TRUE(WaitFor([&] {
-    auto w = d.Workers();
-    return !w.empty() && ProcTitle(w[0]).find("busy sleep finish-me") != std::string::npos;
-  })) << d.Log();
+  ASSERT_GT(WaitBusy(d, "sleep finish-me"), 0) << d.Log();
   int st = d.Stop(seconds(20));
   ASSERT_NE(st, -1) << d.Log();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -278,10 +284,7 @@ TEST_F(QueueTest, ShutdownPastTimeoutRequeuesTheKilledJob) {
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
   Push("long-1", R"({"job":"sleep","ms":600000})");
   ASSERT_TRUE(WaitFor([&] { return client_->Int({"LLEN", "jobs:active"}) == 0 && !Gone("long-1"); }));
-  ASSERT_TRUE(WaitFor([&] {
-    auto w = d.Workers();
-    return !w.empty() && ProcTitle(w[0]).find("busy sleep long-1") != std::string::npos;
-  })) << d.Log();
+  ASSERT_GT(WaitBusy(d, "sleep long-1"), 0) << d.Log();
   int st = d.Stop(seconds(20));
   ASSERT_NE(st, -1) << d.Log();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -297,11 +300,8 @@ TEST_F(QueueTest, QuitRequeuesBusyJobsAndExitsZero) {
   ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
   Push("q-1", R"({"job":"sleep","ms":600000})");
   Push("q-2", R"({"job":"sleep","ms":600000})");
-  ASSERT_TRUE(WaitFor([&] {
-    int busy = 0;
-    for (pid_t w : d.Workers()) busy += ProcTitle(w).find(" busy ") != std::string::npos;
-    return busy == 2;
-  })) << d.Log();
+  ASSERT_GT(WaitBusy(d, "sleep q-1"), 0) << d.Log();
+  ASSERT_GT(WaitBusy(d, "sleep q-2"), 0) << d.Log();
   ASSERT_TRUE(d.Signal(SIGQUIT));
   int st = d.Wait(seconds(10));
   ASSERT_NE(st, -1) << d.Log();
