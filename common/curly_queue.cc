@@ -63,22 +63,13 @@ return 0
 )lua");
 
 // curlyq retry_job.lua (KEYS[2] = scheduled, ARGV[2] = retry time) and
-// kill_job.lua (KEYS[2] = dead, ARGV[2] = now): the same script.
-// KEYS: inflight, scheduled|dead, data. ARGV: ID, score, envelope.
+// kill_job.lua (KEYS[2] = dead, ARGV[2] = now): the same script. Without
+// ARGV[3] (KillRaw) Q:data is left alone: undecodable bytes stay for a human.
+// KEYS: inflight, scheduled|dead, data. ARGV: ID, score[, envelope].
 const RedisScript kMoveToSet(R"lua(
 if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
   redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
-  redis.call('hset', KEYS[3], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
-)lua");
-
-// kill_job.lua without the HSET: the undecodable bytes stay for a human.
-// KEYS: inflight, dead. ARGV: ID, now.
-const RedisScript kKillRaw(R"lua(
-if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
-  redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
+  if ARGV[3] then redis.call('hset', KEYS[3], ARGV[1], ARGV[3]) end
   return 1
 end
 return 0
@@ -417,7 +408,7 @@ Status CurlyQueue::Kill(const std::string& consumer_key, const Envelope& env) {
 
 Status CurlyQueue::KillRaw(const std::string& consumer_key, const std::string& id) {
   IntArg now(NowSeconds());
-  return conn_.EvalSha(kKillRaw, {consumer_key, dead_}, {id, now.view()}).status();
+  return conn_.EvalSha(kMoveToSet, {consumer_key, dead_, data_}, {id, now.view()}).status();
 }
 
 Result<int64_t> CurlyQueue::RecoverInflight(const std::string& consumer_key,

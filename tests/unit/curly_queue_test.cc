@@ -546,15 +546,20 @@ RedisOptions AddrOptions(const std::string& addr) {
 class RedisConnTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
+  // Options for addr with a short reconnect backoff, so tests see recovery.
+  static RedisOptions FastBackoff(const std::string& addr) {
+    RedisOptions o;
+    o.addr = addr;
+    o.backoff_min = milliseconds(10);
+    o.backoff_max = milliseconds(200);
+    return o;
+  }
 };
 
 TEST_F(RedisConnTest, StoppedRedisIsTransientAndRestartedRedisIsUsedAgain) {
   testing::RedisServer server;
   server.Start();
-  RedisOptions o;
-  o.addr = server.addr();
-  o.backoff_min = milliseconds(10);
-  o.backoff_max = milliseconds(200);
+  RedisOptions o = FastBackoff(server.addr());
   RedisConn conn(o);
   int downs = 0, ups = 0;
   conn.SetStateCallback([&](bool up, const std::string&) { (up ? ups : downs)++; });
@@ -604,10 +609,7 @@ TEST_F(RedisConnTest, CallsWithinBackoffFailWithoutConnecting) {
 TEST_F(RedisConnTest, QueueRecoversAfterRedisRestart) {
   testing::RedisServer server;
   server.Start();
-  RedisOptions o;
-  o.addr = server.addr();
-  o.backoff_min = milliseconds(10);
-  o.backoff_max = milliseconds(200);
+  RedisOptions o = FastBackoff(server.addr());
   CurlyQueue q("jobs", o);
   std::string key = NewConsumerKey("jobs");
   ASSERT_TRUE(q.Register(key).ok());
