@@ -55,16 +55,6 @@ std::string HostForUrl(const Url& u, bool escape_for_display) {
   return escape_for_display ? EscapeAuthority(u.host) : u.host;
 }
 
-struct GoUnit {
-  std::string_view name;
-  uint64_t ns;
-};
-// time.ParseDuration's units; "µs" with U+00B5 (micro sign) or U+03BC (mu).
-constexpr GoUnit kGoUnits[] = {
-    {"ns", 1},       {"us", 1000},         {"\xc2\xb5s", 1000},       {"\xce\xbcs", 1000},
-    {"ms", 1000000}, {"s", 1000000000ULL}, {"m", 60 * 1000000000ULL}, {"h", 3600 * 1000000000ULL},
-};
-
 Status Malformed(const std::string& why) { return Status::Permanent("malformed URL: " + why); }
 
 // Which characters may appear in a registered host name once decoded.
@@ -263,75 +253,6 @@ std::string RedactUrl(std::string_view text) {
   }
   out.append(text.substr(pos));
   return out;
-}
-
-Result<int64_t> ParseGoDuration(std::string_view text) {
-  // A port of Go's time.ParseDuration, so a "?timeout=" that the Go
-  // consumer accepted means the same here.
-  auto bad = [&] { return Status::Permanent("invalid duration \"" + std::string(text) + "\""); };
-  std::string_view s = text;
-  bool neg = false;
-  if (!s.empty() && (s[0] == '-' || s[0] == '+')) {
-    neg = s[0] == '-';
-    s.remove_prefix(1);
-  }
-  if (s == "0") return int64_t{0};
-  if (s.empty()) return bad();
-  constexpr uint64_t kMax = uint64_t{1} << 63;
-  uint64_t d = 0;
-  while (!s.empty()) {
-    if (s[0] != '.' && !IsDigit(s[0])) return bad();
-    uint64_t v = 0;
-    size_t i = 0;
-    for (; i < s.size() && IsDigit(s[i]); ++i) {
-      if (v > (kMax - 1) / 10) return bad();  // overflow
-      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
-      if (v > kMax) return bad();
-    }
-    bool pre = i > 0;
-    s.remove_prefix(i);
-    uint64_t f = 0;
-    double scale = 1;
-    bool post = false;
-    if (!s.empty() && s[0] == '.') {
-      s.remove_prefix(1);
-      size_t j = 0;
-      bool overflow = false;
-      for (; j < s.size() && IsDigit(s[j]); ++j) {
-        if (overflow) continue;
-        if (f > (std::numeric_limits<int64_t>::max() - 9) / 10) {
-          overflow = true;  // further digits only add noise below a ns
-          continue;
-        }
-        f = f * 10 + static_cast<uint64_t>(s[j] - '0');
-        scale *= 10;
-      }
-      post = j > 0;
-      s.remove_prefix(j);
-    }
-    if (!pre && !post) return bad();
-    size_t u = 0;
-    while (u < s.size() && s[u] != '.' && !IsDigit(s[u])) ++u;
-    if (u == 0) return bad();  // missing unit
-    std::string_view unit_name = s.substr(0, u);
-    s.remove_prefix(u);
-    uint64_t unit = 0;
-    for (const GoUnit& k : kGoUnits) {
-      if (k.name == unit_name) unit = k.ns;
-    }
-    if (unit == 0) return bad();
-    if (v > kMax / unit) return bad();
-    v *= unit;
-    if (f > 0) {
-      v += static_cast<uint64_t>(static_cast<double>(f) * (static_cast<double>(unit) / scale));
-      if (v > kMax) return bad();
-    }
-    d += v;
-    if (d > kMax) return bad();
-  }
-  if (neg) return static_cast<int64_t>(-static_cast<__int128>(d));
-  if (d > kMax - 1) return bad();
-  return static_cast<int64_t>(d);
 }
 
 bool IsSafePathSegment(std::string_view s) {

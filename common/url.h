@@ -59,11 +59,6 @@ std::string RedactUrl(std::string_view text);
 // on a malformed escape (a '%' not followed by two hex digits).
 bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out);
 
-// Go's time.ParseDuration: "[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+"
-// or "0". Returns nanoseconds; kPermanent on syntax errors or overflow
-// (beyond int64 nanoseconds, about 292 years).
-Result<int64_t> ParseGoDuration(std::string_view text);
-
 // True when s may be used as one path component beneath the image store:
 // not empty, at most 255 bytes, no '/', no NUL or other control character,
 // and not starting with '.' (which also rules out "." and "..", and keeps

@@ -18,6 +18,7 @@
 #include "common/c_handles.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "common/units.h"
 #include "common/url.h"
 
 namespace djinn {
