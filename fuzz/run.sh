@@ -1,12 +1,14 @@
 #!/bin/sh
-# Builds the libFuzzer targets for the wire decoders and runs each one.
+# Builds the libFuzzer targets for the wire decoders and the Djinn-syntax
+# config reader, and runs each one.
 #
 #   fuzz/run.sh [SECONDS]     SECONDS per target, default 60
 #
-# Seeds come from tests/data/vectors (msgpack envelopes, gob payloads) and a
-# few JSON payloads, copied into a temporary corpus. Fails if any target
-# finds a crash, a leak, a timeout or an out-of-memory; its reproducer is
-# kept in build/fuzz-artifacts/. Prints exec/s and total execs per target.
+# Seeds come from tests/data/vectors (msgpack envelopes, gob payloads), a
+# few JSON payloads and tests/data/djinn/*.conf (Djinn-syntax configs),
+# copied into a temporary corpus. Fails if any target finds a crash, a leak,
+# a timeout or an out-of-memory; its reproducer is kept in
+# build/fuzz-artifacts/. Prints exec/s and total execs per target.
 # Needs clang++ with libFuzzer (Debian: clang, libclang-rt-dev).
 set -eu
 
@@ -34,10 +36,12 @@ build() {  # target, then the sources it needs besides fuzz/<target>_fuzz.cc
 build envelope common/status.cc common/envelope.cc common/gob.cc common/payload.cc
 build gob common/status.cc common/gob.cc
 build json common/status.cc common/payload.cc common/gob.cc
+build djinn_conf common/status.cc common/djinn_conf.cc common/units.cc
 
-mkdir "$work/envelope.corpus" "$work/gob.corpus" "$work/json.corpus"
+mkdir "$work/envelope.corpus" "$work/gob.corpus" "$work/json.corpus" "$work/djinn_conf.corpus"
 cp tests/data/vectors/*.msgpack "$work/envelope.corpus/"
 cp tests/data/vectors/*.gob "$work/gob.corpus/"
+cp tests/data/djinn/*.conf "$work/djinn_conf.corpus/"
 i=0
 for seed in '{"job":"ping"}' \
     '{"job":"download_job","id":12,"image_id":34,"source":"https://e.com/a.qcow2"}' \
@@ -49,7 +53,7 @@ for seed in '{"job":"ping"}' \
 done
 
 status=0
-for target in envelope gob json; do
+for target in envelope gob json djinn_conf; do
   log="$work/$target.log"
   echo "fuzz: running $target for ${seconds}s"
   if "$work/$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
