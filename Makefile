@@ -101,6 +101,7 @@ asan:
 # Benchmarks print ratios measured in the same run (docs/performance.md).
 bench: deps
 	@$(MAKE) --no-print-directory $(BIN)
+	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/latency_bench.py
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/queue_bench.py
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/download_bench.py
 

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/log.h"
+
 namespace djinn {
 
 namespace {
@@ -364,26 +366,58 @@ std::string CurlyQueue::BlockTimeoutArg(int block_ms) const {
 Result<std::optional<RawJob>> CurlyQueue::AckAndTake(const std::string& consumer_key,
                                                      const std::string& ack_id,
                                                      int block_ms) {
-  auto first = TakeOnce(consumer_key, ack_id);
-  if (!first.ok() || first->has_value() || block_ms <= 0) return first;
-
-  // Idle like curlyq's poller: the take above cleared Q:signal in the same
-  // script that found Q:active empty, so a push after it re-creates the
-  // token and BRPOPLPUSH returns at once; pushing the token back onto the
-  // same list wakes every other idle consumer too.
-  auto wait = [&] {
-    return conn_.BlockingCommand(
-        {"BRPOPLPUSH", signal_, signal_, BlockTimeoutArg(block_ms)},
-        std::chrono::milliseconds(block_ms));
-  };
-  auto w = wait();
-  if (!w.ok() && w.status().permanent() && !whole_second_timeouts_ &&
-      w.status().message().find("timeout is not") != std::string::npos) {
-    whole_second_timeouts_ = true;  // Redis < 6: no fractional timeouts
-    w = wait();
+  // After a call that found nothing, an idle worker waits first: the wait
+  // returns at once when Q:active is not empty, so this saves a take per
+  // timed-out wait and per wake-up that another consumer won.
+  if (!(ack_id.empty() && idle_ && block_ms > 0)) {
+    auto first = TakeOnce(consumer_key, ack_id);
+    idle_ = first.ok() && !first->has_value();
+    if (!first.ok() || first->has_value() || block_ms <= 0) return first;
   }
-  if (!w.ok()) return w.status();
-  return TakeOnce(consumer_key, std::string());
+  auto taken = WaitAndTake(consumer_key, block_ms);
+  idle_ = taken.ok() && !taken->has_value();
+  return taken;
+}
+
+Result<std::optional<RawJob>> CurlyQueue::WaitAndTake(const std::string& consumer_key,
+                                                      int block_ms) {
+
+  // Idle: block until Q:active is non-empty, so a job from any producer
+  // wakes us within a round trip, curlyq v0.4.0's (HSETNX + RPUSH only, no
+  // signal) included. BLMOVE active active RIGHT RIGHT takes the tail and
+  // puts it back where it was: the list is not reordered. Redis serves
+  // every client blocked on the key in turn (each BLMOVE re-pushes), so one
+  // push wakes every idle consumer; all but one find nothing on the take
+  // and block again (docs/performance.md counts this). A timeout means the
+  // list stayed empty: no take is needed, the caller just calls again.
+  for (;;) {
+    auto w = wait_rotates_
+                 ? conn_.BlockingCommand({"BRPOPLPUSH", active_, active_,
+                                          BlockTimeoutArg(block_ms)},
+                                         std::chrono::milliseconds(block_ms))
+                 : conn_.BlockingCommand({"BLMOVE", active_, active_, "RIGHT", "RIGHT",
+                                          BlockTimeoutArg(block_ms)},
+                                         std::chrono::milliseconds(block_ms));
+    if (w.ok()) {
+      if ((*w)->type == REDIS_REPLY_NIL) return std::optional<RawJob>();
+      return TakeOnce(consumer_key, std::string());
+    }
+    if (!w.status().permanent()) return w.status();
+    if (!wait_rotates_) {
+      // Redis < 6.2 has no BLMOVE. Wait as curlyq v0.4.0's own consumer
+      // does: BRPOPLPUSH active active moves the newest job to the head.
+      LOG_INFO("redis %s has no BLMOVE (%s); idle workers wait with BRPOPLPUSH, "
+               "which moves a newly pushed job to the head of %s",
+               conn_.addr().c_str(), w.status().message().c_str(), active_.c_str());
+      wait_rotates_ = true;
+      continue;
+    }
+    if (!whole_second_timeouts_ && block_ms % 1000 != 0) {
+      whole_second_timeouts_ = true;  // Redis < 6: no fractional timeouts
+      continue;
+    }
+    return w.status();
+  }
 }
 
 Status CurlyQueue::Ack(const std::string& consumer_key, const std::string& id) {
@@ -493,9 +527,9 @@ Result<std::vector<Queue::FailedJob>> CurlyQueue::FailInflight(
         fj.attempt = env->attempt;  // requeued as it is
         fj.dead = false;
       } else if (env.ok()) {
-        env->attempt += 1;
+        fj.dead = RetriesExhausted(*env, max_attempts);
+        env->attempt = NextAttempt(*env);
         fj.attempt = env->attempt;
-        fj.dead = env->attempt >= max_attempts;
         new_env = EncodeEnvelope(*env);
       }
     }

@@ -1,7 +1,10 @@
 // CurlyQueue: the Queue of common/queue.h on Redis, key for key and script
 // for script compatible with the Go library curlyq (github.com/mcmathja/
-// curlyq, the version with the Q:signal list), so Djinn's Go producers and
-// curlyq consumers on other hosts share the queue with us (DESIGN §3).
+// curlyq), so Djinn's Go producers and curlyq consumers on other hosts
+// share the queue with us (DESIGN §3). The Djinn server runs curlyq v0.4.0,
+// whose push writes no Q:signal: idle consumers therefore wait on Q:active
+// itself. Push still writes the signal, as later curlyq versions do, so
+// their consumers wake on our pushes too.
 //
 // What each call does in Redis (Q = the queue name; all atomic Lua):
 //   Push                HSETNX Q:data, RPUSH Q:active, DEL+LPUSH Q:signal
@@ -10,7 +13,9 @@
 //   AckAndTake          [SREM inflight, HDEL Q:data] then, if the consumer
 //                       is in Q:consumers, LPOP Q:active -> SADD inflight
 //                       -> HGET Q:data; nothing to take: DEL Q:signal,
-//                       BRPOPLPUSH Q:signal Q:signal <block>, take again
+//                       BLMOVE Q:active Q:active RIGHT RIGHT <block> (on
+//                       Redis < 6.2 BRPOPLPUSH Q:active Q:active, as
+//                       curlyq v0.4.0); woken: take again
 //   Ack                 SREM inflight, HDEL Q:data
 //   Retry               SREM inflight, ZADD Q:scheduled <retry at>, HSET
 //   Kill                SREM inflight, ZADD Q:dead <now>, HSET Q:data
@@ -83,8 +88,11 @@ class CurlyQueue : public Queue {
 
   Status Push(const Envelope& env) override;
   Status Register(const std::string& consumer_key) override;
-  // block_ms <= 0: never waits on Q:signal. The whole call takes at most
-  // about block_ms plus two round trips.
+  // block_ms <= 0: never waits. Otherwise, when Q:active is empty, waits
+  // up to block_ms for it to become non-empty and then takes. After a call
+  // that found nothing, a call without an ack waits first (at once back
+  // when a job is there): an idle consumer costs one command per block_ms.
+  // The whole call takes at most about block_ms plus two round trips.
   Result<std::optional<RawJob>> AckAndTake(const std::string& consumer_key,
                                            const std::string& ack_id,
                                            int block_ms) override;
@@ -119,12 +127,19 @@ class CurlyQueue : public Queue {
  private:
   Result<std::optional<RawJob>> TakeOnce(const std::string& consumer_key,
                                          const std::string& ack_id);
+  // Blocks until Q:active is not empty (or block_ms), then takes.
+  Result<std::optional<RawJob>> WaitAndTake(const std::string& consumer_key, int block_ms);
   Status UnregisterIfEmpty(const std::string& consumer_key, int64_t* left);
   std::string BlockTimeoutArg(int block_ms) const;
 
   std::string name_;
   std::string active_, consumers_, data_, dead_, scheduled_, signal_;
   RedisConn conn_;
+  // The last AckAndTake found nothing: the next one without an ack waits
+  // before it takes.
+  bool idle_ = false;
+  // Redis < 6.2 has no BLMOVE: wait with BRPOPLPUSH (rotates the list).
+  bool wait_rotates_ = false;
   // Redis < 6 takes only whole seconds as a blocking timeout.
   bool whole_second_timeouts_ = false;
 };

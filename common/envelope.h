@@ -20,8 +20,24 @@ struct Envelope {
   std::string id;
   std::string data;       // the payload bytes
   bool data_nil = false;  // Data was msgpack nil or absent
-  int64_t attempt = 0;
+  int64_t attempt = 0;    // as written by the producer; see RunsSoFar
 };
+
+// How many times the job failed before, for retry decisions: a negative
+// Attempt (no curlyq writes one) counts as 0, so it cannot buy unlimited
+// retries.
+inline int64_t RunsSoFar(const Envelope& env) { return env.attempt < 0 ? 0 : env.attempt; }
+// The Attempt written back after a failure: RunsSoFar + 1, saturating at
+// INT64_MAX (no signed overflow).
+inline int64_t NextAttempt(const Envelope& env) {
+  int64_t a = RunsSoFar(env);
+  return a == INT64_MAX ? a : a + 1;
+}
+// curlyq v0.4.0 retries while the Attempt as taken is < JobMaxAttempts
+// (Djinn passes `attempts`): a job runs at most max_retries + 1 times.
+inline bool RetriesExhausted(const Envelope& env, int64_t max_retries) {
+  return RunsSoFar(env) >= max_retries;
+}
 
 Result<Envelope> DecodeEnvelope(std::string_view bytes);
 std::string EncodeEnvelope(const Envelope& env);

@@ -59,8 +59,8 @@ class Queue {
   // ZADD Q:consumers now consumer_key.
   virtual Status Register(const std::string& consumer_key) = 0;
   // Acks ack_id (if non-empty) and takes the next job in one round trip.
-  // When the queue is empty it waits on Q:signal up to block_ms and tries
-  // once more; nullopt means still nothing. A consumer that is not
+  // When the queue is empty it waits up to block_ms for a job to arrive
+  // and tries once more; nullopt means still nothing. A consumer that is not
   // registered is refused (kTransient "consumer not registered").
   virtual Result<std::optional<RawJob>> AckAndTake(
       const std::string& consumer_key, const std::string& ack_id,
@@ -95,7 +95,8 @@ class Queue {
                                          int64_t max) = 0;
   // A worker died or was killed while holding jobs: every ID in its
   // inflight set goes back to Q:active at once with Attempt+1, or to Q:dead
-  // when Attempt+1 >= max_attempts (an undecodable envelope goes to dead).
+  // when its retries are exhausted (RetriesExhausted(env, max_attempts), as
+  // a failure in the worker; an undecodable envelope goes to dead).
   // With count_attempt false (the job did not fail: shutdown killed its
   // worker) it goes back to Q:active with its envelope untouched.
   // Then the consumer is forgotten. Returns the IDs handled, with where

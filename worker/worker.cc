@@ -22,7 +22,6 @@
 namespace djinn {
 namespace {
 
-constexpr int kBlockMs = 1000;       // wait on Q:signal; bounds stop latency
 constexpr int kMaxBackoffMs = 5000;  // Redis down: retry at most this far apart
 constexpr int kWorkerRedisTimeoutMs = 5000;
 
@@ -126,7 +125,7 @@ int Worker::Run() {
         LOG_WARN("gave back %lld job(s) taken while the connection broke",
                  static_cast<long long>(*recovered));
     }
-    auto taken = queue_->AckAndTake(p_.consumer_key, pending_ack, kBlockMs);
+    auto taken = queue_->AckAndTake(p_.consumer_key, pending_ack, p_.idle_wait_ms);
     if (!taken.ok()) {
       if (taken.status().message().find("not registered") != std::string::npos) {
         // The supervisor judged us dead (heartbeat gap): our inflight jobs
@@ -209,7 +208,7 @@ std::string Worker::RunJob(const RawJob& raw) {
   } else if (auto it = jobs_.find(job->name); it == jobs_.end()) {
     Finish(e, name, Status::Poison("unknown job \"" + job->name + "\""), &ack);
   } else {
-    JobContext ctx{config_, e, e.attempt + 1 >= config_.attempts,
+    JobContext ctx{config_, e, RetriesExhausted(e, config_.attempts),
                    [this, &name, &e](const std::string& progress) {
                      Title("busy " + name + " " + e.id + " " + progress);
                    }};
@@ -248,15 +247,15 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
 }
 
 void Worker::Retry(const Envelope& env, const std::string& reason) {
-  Envelope next = env;
-  next.attempt = env.attempt + 1;
-  if (next.attempt >= config_.attempts) {
+  if (RetriesExhausted(env, config_.attempts)) {
     Kill(env, reason + " (attempts exhausted)");
     return;
   }
-  double delay = RetryBackoffSeconds(env.attempt);  // curlyq: the attempt as taken
+  Envelope next = env;
+  next.attempt = NextAttempt(env);
+  double delay = RetryBackoffSeconds(RunsSoFar(env));  // curlyq: the attempt as taken
   LOG_WARN("job %s: %s; retry %lld/%d in %.0fs", env.id.c_str(), reason.c_str(),
-           static_cast<long long>(next.attempt), config_.attempts - 1, delay);
+           static_cast<long long>(next.attempt), config_.attempts, delay);
   Status st = queue_->Retry(p_.consumer_key, next, delay);
   if (!st.ok())
     LOG_ERROR("job %s: cannot schedule retry: %s; it stays in flight and will be requeued",
@@ -265,7 +264,7 @@ void Worker::Retry(const Envelope& env, const std::string& reason) {
 
 void Worker::Kill(const Envelope& env, const std::string& reason) {
   Envelope next = env;
-  next.attempt = env.attempt + 1;
+  next.attempt = NextAttempt(env);
   LOG_ERROR("job %s: %s; moved to dead set", env.id.c_str(), reason.c_str());
   Status st = queue_->Kill(p_.consumer_key, next);
   if (!st.ok())

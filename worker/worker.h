@@ -31,6 +31,7 @@ struct WorkerParams {
   std::string consumer_key;     // Q:inflight:<uuid>, chosen by the master
   pid_t master_pid = 0;
   bool test_jobs = false;       // register the test suite's jobs
+  int idle_wait_ms = 1000;      // longest idle wait on Q:active (bounds stop latency)
 };
 
 // Runs in the child right after fork(); never returns.

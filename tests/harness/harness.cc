@@ -219,16 +219,18 @@ void Process::Stop(std::chrono::milliseconds grace) {
   pid_ = -1;
 }
 
-RedisServer::RedisServer() : dir_("djinn-redis"), port_(FreePort()) {}
+RedisServer::RedisServer(std::vector<std::string> extra_args)
+    : dir_("djinn-redis"), port_(FreePort()), extra_args_(std::move(extra_args)) {}
 
 RedisServer::~RedisServer() { Stop(); }
 
 void RedisServer::Start() {
-  ASSERT_TRUE(proc_.Start({"redis-server", "--port", std::to_string(port_), "--bind",
-                           "127.0.0.1", "--unixsocket", unix_socket(), "--unixsocketperm",
-                           "700", "--dir", dir_.path(), "--save", "",
-                           "--appendonly", "no", "--daemonize", "no"},
-                          dir_.Sub("redis.log")))
+  std::vector<std::string> argv = {"redis-server", "--port", std::to_string(port_), "--bind",
+                                   "127.0.0.1", "--unixsocket", unix_socket(), "--unixsocketperm",
+                                   "700", "--dir", dir_.path(), "--save", "",
+                                   "--appendonly", "no", "--daemonize", "no"};
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  ASSERT_TRUE(proc_.Start(argv, dir_.Sub("redis.log")))
       << "cannot start redis-server";
   ASSERT_TRUE(WaitFor([&] { return Ping(); })) << "redis-server did not answer on port "
                                               << port_ << ": " << ReadFile(dir_.Sub("redis.log"));

@@ -88,10 +88,11 @@ class Process {
 };
 
 // redis-server on 127.0.0.1:<free port> and a unix socket in its temp
-// dir, no persistence.
+// dir, no persistence. extra_args go to redis-server after ours
+// ("--rename-command", "BLMOVE", "" plays an older Redis).
 class RedisServer {
  public:
-  RedisServer();
+  explicit RedisServer(std::vector<std::string> extra_args = {});
   ~RedisServer();
   // Starts (or restarts on the same port). Aborts the test on failure.
   void Start();
@@ -107,6 +108,7 @@ class RedisServer {
  private:
   TempDir dir_;
   int port_;
+  std::vector<std::string> extra_args_;
   Process proc_;
 };
 

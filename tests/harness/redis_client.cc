@@ -59,8 +59,14 @@ void RedisClient::PushLikeCurlyq(const std::string& queue, const std::string& id
   PushManyLikeCurlyq(queue, {{id, envelope}});
 }
 
+void RedisClient::PushLikeCurlyqV040(const std::string& queue, const std::string& id,
+                                     const std::string& envelope) {
+  PushManyLikeCurlyq(queue, {{id, envelope}}, false);
+}
+
 void RedisClient::PushManyLikeCurlyq(const std::string& queue,
-                                     const std::vector<std::pair<std::string, std::string>>& jobs) {
+                                     const std::vector<std::pair<std::string, std::string>>& jobs,
+                                     bool signal) {
   auto append = [&](const std::vector<std::string>& args) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -76,9 +82,11 @@ void RedisClient::PushManyLikeCurlyq(const std::string& queue,
     append({"RPUSH", queue + ":active", id});
     n += 2;
   }
-  append({"DEL", queue + ":signal"});
-  append({"LPUSH", queue + ":signal", "1"});
-  n += 2;
+  if (signal) {
+    append({"DEL", queue + ":signal"});
+    append({"LPUSH", queue + ":signal", "1"});
+    n += 2;
+  }
   for (size_t i = 0; i < n; i++) {
     void* r = nullptr;
     if (redisGetReply(ctx_.get(), &r) != REDIS_OK) {

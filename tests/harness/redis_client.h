@@ -20,13 +20,19 @@ class RedisClient {
   int64_t Int(const std::vector<std::string>& args);
   std::string Str(const std::vector<std::string>& args);  // "" for nil
   std::vector<std::string> List(const std::vector<std::string>& args);
-  // Pushes a job exactly as curlyq's Go producer does: HSETNX Q:data,
-  // RPUSH Q:active, DEL + LPUSH Q:signal.
+  // Pushes a job exactly as curlyq's Go producer after v0.4.0 does:
+  // HSETNX Q:data, RPUSH Q:active, DEL + LPUSH Q:signal.
   void PushLikeCurlyq(const std::string& queue, const std::string& id,
                       const std::string& envelope);
-  // Pushes many jobs in one pipeline (same commands as above).
+  // Pushes a job exactly as curlyq v0.4.0 (the Djinn server's) does:
+  // HSETNX Q:data, RPUSH Q:active, nothing else.
+  void PushLikeCurlyqV040(const std::string& queue, const std::string& id,
+                          const std::string& envelope);
+  // Pushes many jobs in one pipeline (same commands as above; signal false:
+  // as v0.4.0, no Q:signal).
   void PushManyLikeCurlyq(const std::string& queue,
-                          const std::vector<std::pair<std::string, std::string>>& jobs);
+                          const std::vector<std::pair<std::string, std::string>>& jobs,
+                          bool signal = true);
 
  private:
   int port_;

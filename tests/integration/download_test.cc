@@ -253,7 +253,7 @@ class DownloadTest : public ::testing::Test {
       WriteFile(e.sshd->root() + "/images/" + kSmall, e.small, 0644);
       WriteFile(e.sshd->root() + "/images/page.html", "<html>nope</html>\n", 0644);
     }
-    e.daemon = std::make_unique<Daemon>(Options("jobs", 2, 2));
+    e.daemon = std::make_unique<Daemon>(Options("jobs", 1, 2));
     if (auto r = StartDaemon(e.daemon.get(), DownloadBlock(true, 30, kMaxSize, e.certs.ca_cert));
         !r)
       return fail(r.message());
@@ -269,6 +269,7 @@ class DownloadTest : public ::testing::Test {
     ASSERT_EQ(env_->setup_error, "");
   }
 
+  // attempts: retries after the first try, as curlyq's JobMaxAttempts.
   static DaemonOptions Options(const std::string& queue, int attempts, int workers) {
     DaemonOptions o;
     o.workers = workers;
@@ -686,7 +687,7 @@ TEST_F(DownloadTest, IdsBeyondTheSerialColumnsMeanNoRow) {
 // ------------------------------------------- their own configuration
 
 TEST_F(DownloadTest, TrickleBeyondTimeoutIsAbandoned) {
-  Daemon d(Options("jobs-slow", 1, 1));
+  Daemon d(Options("jobs-slow", 0, 1));
   ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 2, kMaxSize, "")));
   auto start = std::chrono::steady_clock::now();
   Submitted s = Submit(env().http.url(std::string("trickle/1000/") + kSmall), "jobs-slow");
@@ -700,7 +701,7 @@ TEST_F(DownloadTest, WorkersDroppedToAnUnprivilegedUserStoreImages) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to drop privileges";
   const TestUser& user = UnprivilegedUser();
   ASSERT_FALSE(user.name.empty());
-  DaemonOptions o = Options("jobs-user", 1, 1);
+  DaemonOptions o = Options("jobs-user", 0, 1);
   o.user = user.name;
   Daemon d(o);
   chmod(d.dir().c_str(), 0755);  // the workers' user must reach the store
@@ -718,7 +719,7 @@ TEST_F(DownloadTest, KnownHostsMatchingKeyIsAccepted) {
   SkipWithoutSshd();
   std::string kh = env().dir.Sub("known_hosts_good");
   WriteFile(kh, env().sshd->HostKeyLine() + "\n");
-  Daemon d(Options("jobs-kh-good", 1, 1));
+  Daemon d(Options("jobs-kh-good", 0, 1));
   ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 30, kMaxSize, "", kh)));
   Submitted s = Submit(env().sshd->url(std::string("images/") + kSmall), "jobs-kh-good");
   ASSERT_TRUE(WaitAcked(s, d));
@@ -734,7 +735,7 @@ TEST_F(DownloadTest, KnownHostsOtherKeyIsRefused) {
   std::string kh = env().dir.Sub("known_hosts_bad");
   WriteFile(kh, "[127.0.0.1]:" + std::to_string(env().sshd->port()) + " " +
                     pub.substr(0, pub.rfind(' ')) + "\n");
-  Daemon d(Options("jobs-kh-bad", 1, 1));
+  Daemon d(Options("jobs-kh-bad", 0, 1));
   ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 30, kMaxSize, "", kh)));
   Submitted s = Submit(env().sshd->url(std::string("images/") + kSmall), "jobs-kh-bad");
   ASSERT_TRUE(WaitAcked(s, d));
@@ -748,7 +749,7 @@ TEST_F(DownloadTest, SsrfGuardRefusesLoopbackAndRedirectsToIt) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root for a network namespace";
   std::string small_url = env().http.url(std::string("files/") + kSmall);
   PublicResponder responder(env().small, small_url);
-  auto daemon_ssrf = std::make_unique<Daemon>(Options("jobs-ssrf", 1, 1));
+  auto daemon_ssrf = std::make_unique<Daemon>(Options("jobs-ssrf", 0, 1));
   {
     PrivateNetwork net;
     std::string why;
@@ -791,7 +792,7 @@ TEST_F(DownloadTest, PostgresRestartMidJobIsRetriedAndRowEndsCorrect) {
   PostgresServer db;
   ASSERT_TRUE(db.Start());
   ASSERT_TRUE(db.CreateDjinnSchema());
-  DaemonOptions o = Options("jobs-pg", 4, 1);
+  DaemonOptions o = Options("jobs-pg", 3, 1);
   o.database_addr = db.addr();
   o.database_password = db.consumer_password();
   Daemon d(o);
@@ -809,7 +810,7 @@ TEST_F(DownloadTest, PostgresRestartMidJobIsRetriedAndRowEndsCorrect) {
 }
 
 TEST_F(DownloadTest, WorkerWithoutDatabaseStillRunsPing) {
-  DaemonOptions o = Options("jobs-nodb", 1, 1);
+  DaemonOptions o = Options("jobs-nodb", 0, 1);
   o.database_addr = "127.0.0.1:" + std::to_string(FreePort());
   Daemon d(o);
   ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 30, kMaxSize, "")));

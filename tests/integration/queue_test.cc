@@ -94,7 +94,7 @@ TEST_F(QueueTest, JobsRunInFifoOrder) {
 
 TEST_F(QueueTest, TransientFailureRetriesWithBackoffThenDies) {
   DaemonOptions o = Opts(1);
-  o.attempts = 3;
+  o.attempts = 2;  // two retries: three tries in all, as curlyq counts
   Daemon d(o);
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
@@ -188,7 +188,7 @@ TEST_F(QueueTest, KilledBusyWorkerJobRunsAgainWithAttemptPlusOne) {
 
 TEST_F(QueueTest, JobThatKillsItsWorkerEveryTimeEndsDead) {
   DaemonOptions o = Opts(1);
-  o.attempts = 3;
+  o.attempts = 2;  // two retries: three deaths in all
   Daemon d(o);
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
@@ -205,7 +205,7 @@ TEST_F(QueueTest, JobThatKillsItsWorkerEveryTimeEndsDead) {
 TEST_F(QueueTest, JobTimeoutKillsWorkerAndRequeues) {
   DaemonOptions o = Opts(1);
   o.job_timeout = 1;
-  o.attempts = 2;
+  o.attempts = 1;  // one retry: two timeouts, then dead
   Daemon d(o);
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();

@@ -80,7 +80,7 @@ class WireTest : public ::testing::Test {
     client_->Cmd({"FLUSHALL"});
     DaemonOptions o;
     o.workers = 2;
-    o.attempts = 1;  // vectors whose hosts do not resolve: one try, then recorded
+    o.attempts = 0;  // vectors whose hosts do not resolve: one try, then recorded
     o.redis_addr = redis_->addr();
     o.database_addr = pg_->addr();
     o.database_password = pg_->consumer_password();
@@ -165,7 +165,7 @@ TEST_F(WireTest, EveryOtherDownloadVectorEndsWithItsErrorRecorded) {
     const Json& job = c["job"];
     bool rows = MakeRows(job, "hash-" + name);
     std::string job_id = PushVector(c, "");
-    // One try (attempts = 1): the host does not resolve here, so the job is
+    // One try (attempts = 0): the host does not resolve here, so the job is
     // acked with the error recorded, never retried, never dead.
     ASSERT_TRUE(WaitFor([&] { return Acked(job_id); }, seconds(30))) << daemon_->Log();
     EXPECT_FALSE(Dead(job_id));

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -347,18 +348,52 @@ TEST_F(CurlyQueueTest, FailInflightIncrementsAttemptAndRequeuesAtTail) {
   EXPECT_EQ(raw_->Int({"EXISTS", consumer_}), 0);
 }
 
-TEST_F(CurlyQueueTest, FailInflightDeadLettersAtMaxAttempts) {
+TEST_F(CurlyQueueTest, FailInflightRequeuesTheLastRetry) {
+  // curlyq v0.4.0 retries while Attempt < JobMaxAttempts: taken at 4 of 5,
+  // the job still has its fifth retry.
   PushAndTake(Env("a", "payload", 4));
   auto r = queue_->FailInflight(consumer_, 5, true);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
-  EXPECT_TRUE((*r)[0].dead);
+  EXPECT_FALSE((*r)[0].dead);
   EXPECT_EQ((*r)[0].attempt, 5);
+  EXPECT_EQ(raw_->List({"LRANGE", "jobs:active", "0", "-1"}), std::vector<std::string>{"a"});
+}
+
+TEST_F(CurlyQueueTest, FailInflightDeadLettersWhenRetriesAreUsedUp) {
+  PushAndTake(Env("a", "payload", 5));
+  auto r = queue_->FailInflight(consumer_, 5, true);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_TRUE((*r)[0].dead);
+  EXPECT_EQ((*r)[0].attempt, 6);
   EXPECT_NE(raw_->Str({"ZSCORE", "jobs:dead", "a"}), "<nil>");
   EXPECT_EQ(raw_->Int({"LLEN", "jobs:active"}), 0);
   auto env = DecodeEnvelope(raw_->Str({"HGET", "jobs:data", "a"}));
   ASSERT_TRUE(env.ok());
-  EXPECT_EQ(env->attempt, 5);
+  EXPECT_EQ(env->attempt, 6);
+}
+
+TEST_F(CurlyQueueTest, FailInflightSaturatesAttemptAtInt64Max) {
+  PushAndTake(Env("a", "payload", INT64_MAX));
+  auto r = queue_->FailInflight(consumer_, 5, true);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_TRUE((*r)[0].dead);
+  EXPECT_EQ((*r)[0].attempt, INT64_MAX);
+}
+
+TEST_F(CurlyQueueTest, FailInflightCountsNegativeAttemptAsZero) {
+  for (int64_t a : {int64_t{-1}, INT64_MIN}) {
+    SCOPED_TRACE(a);
+    raw_->Cmd({"FLUSHALL"});
+    PushAndTake(Env("a", "payload", a));
+    auto r = queue_->FailInflight(consumer_, 5, true);
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_FALSE((*r)[0].dead);
+    EXPECT_EQ((*r)[0].attempt, 1);
+  }
 }
 
 TEST_F(CurlyQueueTest, FailInflightWithoutCountingKeepsEnvelope) {
@@ -445,7 +480,7 @@ TEST_F(CurlyQueueTest, AckAndTakeWakesEarlyWhenJobIsPushed) {
     got = q.AckAndTake(consumer_, "", 10000);
     took = steady_clock::now() - start;
   });
-  // Wait until the consumer is blocked in BRPOPLPUSH, then push.
+  // Wait until the consumer is blocked in its wait, then push.
   bool blocked = testing::WaitFor([&] {
     auto info = raw_->Str({"INFO", "clients"});
     return info.find("blocked_clients:1") != std::string::npos;
@@ -457,6 +492,94 @@ TEST_F(CurlyQueueTest, AckAndTakeWakesEarlyWhenJobIsPushed) {
   ASSERT_TRUE(got->has_value());
   EXPECT_EQ((*got)->id, "a");
   EXPECT_LT(took, milliseconds(5000));
+}
+
+// Runs AckAndTake on its own connection in a thread, blocked (as Redis
+// sees it) before `push` runs; returns what it took.
+std::optional<RawJob> TakeWhileBlocked(const RedisOptions& options, const std::string& consumer,
+                                       Raw* raw, const std::function<void()>& push) {
+  Result<std::optional<RawJob>> got = Status::Transient("not run");
+  std::thread taker([&] {
+    CurlyQueue q("jobs", options);
+    got = q.AckAndTake(consumer, "", 10000);
+  });
+  bool blocked = testing::WaitFor([&] {
+    return raw->Str({"INFO", "clients"}).find("blocked_clients:1") != std::string::npos;
+  });
+  EXPECT_TRUE(blocked);
+  push();
+  taker.join();
+  EXPECT_TRUE(got.ok()) << got.status().ToString();
+  return got.ok() ? *got : std::nullopt;
+}
+
+// curlyq v0.4.0 (the Djinn server's) pushes HSETNX + RPUSH and no signal:
+// an idle consumer must wake on Q:active itself.
+TEST_F(CurlyQueueTest, IdleTakeWakesOnPushWithoutSignal) {
+  ASSERT_TRUE(queue_->Register(consumer_).ok());
+  auto job = TakeWhileBlocked(Options(), consumer_, raw_.get(), [&] {
+    raw_->Cmd({"HSETNX", "jobs:data", "a", EncodeEnvelope(Env("a", "x"))});
+    raw_->Cmd({"RPUSH", "jobs:active", "a"});
+  });
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->id, "a");
+  EXPECT_EQ(raw_->Int({"EXISTS", "jobs:signal"}), 0);
+}
+
+// The wait does not reorder Q:active: the oldest job is taken first.
+TEST_F(CurlyQueueTest, IdleTakeKeepsFifoOrderOfJobsArrivingTogether) {
+  ASSERT_TRUE(queue_->Register(consumer_).ok());
+  auto job = TakeWhileBlocked(Options(), consumer_, raw_.get(), [&] {
+    for (const char* id : {"a", "b", "c"})
+      raw_->Cmd({"HSET", "jobs:data", id, EncodeEnvelope(Env(id, "x"))});
+    raw_->Cmd({"RPUSH", "jobs:active", "a", "b", "c"});
+  });
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->id, "a");
+  EXPECT_EQ(raw_->List({"LRANGE", "jobs:active", "0", "-1"}),
+            (std::vector<std::string>{"b", "c"}));
+}
+
+// A wait that times out found nothing: no take follows, and the next idle
+// call waits first (one command per block_ms while idle).
+TEST_F(CurlyQueueTest, IdleWaitThatTimesOutSendsNoTake) {
+  ASSERT_TRUE(queue_->Register(consumer_).ok());
+  ASSERT_TRUE(queue_->AckAndTake(consumer_, "", 0).ok());  // scripts loaded
+  raw_->Cmd({"CONFIG", "RESETSTAT"});
+  for (int i = 0; i < 3; i++) {
+    auto r = queue_->AckAndTake(consumer_, "", 100);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->has_value());
+  }
+  std::string stats = raw_->Str({"INFO", "commandstats"});
+  EXPECT_NE(stats.find("cmdstat_blmove:calls=3,"), std::string::npos) << stats;
+  EXPECT_EQ(stats.find("cmdstat_evalsha"), std::string::npos) << stats;
+  // A job there by the next call is taken at once.
+  ASSERT_TRUE(queue_->Push(Env("a", "x")).ok());
+  auto r = queue_->AckAndTake(consumer_, "", 10000);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ((*r)->id, "a");
+}
+
+// Redis < 6.2 has no BLMOVE: the wait falls back to BRPOPLPUSH active
+// active, as curlyq v0.4.0's consumer does, and still wakes on a push.
+TEST(CurlyQueueOldRedisTest, IdleTakeFallsBackToBrpoplpushWithoutBlmove) {
+  signal(SIGPIPE, SIG_IGN);
+  testing::RedisServer old({"--rename-command", "BLMOVE", ""});
+  old.Start();
+  RedisOptions o;
+  o.addr = old.addr();
+  CurlyQueue queue("jobs", o);
+  std::string consumer = NewConsumerKey("jobs");
+  ASSERT_TRUE(queue.Register(consumer).ok());
+  Raw raw(old.port());
+  auto job = TakeWhileBlocked(o, consumer, &raw, [&] {
+    raw.Cmd({"HSETNX", "jobs:data", "a", EncodeEnvelope(Env("a", "x"))});
+    raw.Cmd({"RPUSH", "jobs:active", "a"});
+  });
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->id, "a");
 }
 
 TEST_F(CurlyQueueTest, ScriptsAreReloadedAfterScriptFlush) {
