@@ -1,10 +1,22 @@
-// The daemon's configuration (libconfig syntax, DESIGN §2).
+// The daemon's configuration (DESIGN §2, §2b).
 //
-// LoadConfig() parses and validates a whole file. Every error is one line
-// "<file>:<line>: <parameter>: <what is wrong>" and the first one found is
-// returned as a permanent Status. Unknown parameters are errors, so typos
-// never pass silently. Secrets given as password_file are read here, so the
-// rest of the program only sees Config::*.password.
+// LoadConfig() reads a file in either syntax, told apart per file: our
+// libconfig syntax (`workers = 4;`) or Djinn's own nginx-like syntax
+// (`parallelism 4`, common/djinn_conf.h), so an existing
+// /etc/djinn/consumer.conf is read unchanged. Both become one ConfNode tree
+// (common/conf_tree.h) that is validated here, so a parameter means the
+// same in both: Djinn's names are mapped (parallelism = workers, `log LEVEL
+// "FILE"`, `store images {}`, ssl = tls) and every one of ours is accepted
+// in Djinn's syntax too. Durations and sizes may be written with units in
+// either syntax ("15m", "50MB"); a bare integer is seconds or bytes.
+//
+// Every error is one line "<file>:<line>: <parameter>: <what is wrong>"
+// (the included file, when it is in one) and the first one found is
+// returned as a permanent Status. Unknown parameters are errors in libconfig
+// syntax; in Djinn's syntax they are warnings (Config::warnings), because
+// Djinn's Go consumer ignores them and a config it accepts must not be
+// refused. Secrets given as password_file are read here, so the rest of the
+// program only sees Config::*.password.
 #ifndef DJINN_COMMON_CONFIG_H_
 #define DJINN_COMMON_CONFIG_H_
 
@@ -28,6 +40,7 @@ struct DatabaseConfig {
   std::string name = "djinn";
   std::string username = "djinn_consumer";
   std::string password;                 // from password or password_file
+  std::string password_file;            // where it came from ("" if inline)
   TlsConfig tls;
   bool tls_enabled = false;
 };
@@ -35,6 +48,15 @@ struct DatabaseConfig {
 struct RedisConfig {
   std::string addr = "localhost:6379";  // host:port or a unix socket path
   std::string password;                 // from password or password_file
+  std::string password_file;            // where it came from ("" if inline)
+};
+
+// Djinn's `crypto` block: block and salt key the AES-GCM of webhook
+// secrets (DESIGN §4b). Optional here; when given, block must be 16, 24 or
+// 32 bytes and salt non-empty, as Djinn checks.
+struct CryptoConfig {
+  bool set = false;
+  std::string auth, block, hash, salt;
 };
 
 struct StoreConfig {
@@ -52,6 +74,11 @@ struct DownloadConfig {
 
 struct Config {
   std::string path;  // the file it was read from
+  bool djinn_syntax = false;  // read in Djinn's syntax (else libconfig)
+  // "<file>:<line>: <parameter>: <what>" lines worth an operator's look
+  // (unknown or deprecated parameters in Djinn's syntax); the master logs
+  // them at start and reload, -t prints them.
+  std::vector<std::string> warnings;
   std::string pidfile;
   LogLevel log_level = LogLevel::kInfo;
   std::string log_file;  // empty: stderr
@@ -59,16 +86,27 @@ struct Config {
   std::string user;
   std::string group;
   std::string queue = "jobs";
-  int attempts = 5;
+  int attempts = 5;            // retries after the first try (curlyq JobMaxAttempts)
   int job_timeout = 900;       // seconds
   int shutdown_timeout = 60;   // seconds
   DatabaseConfig database;
   RedisConfig redis;
   StoreConfig store;
   DownloadConfig download;
+  CryptoConfig crypto;
 };
 
 Result<Config> LoadConfig(const std::string& path);
+
+// The effective configuration in libconfig syntax, every parameter with
+// its value (defaults included), for -t -print: an operator migrating from
+// Djinn's syntax can save it as the new file. With redact, secrets
+// (passwords, crypto keys) are printed as "<redacted>"; a password read
+// from password_file is printed as that password_file.
+std::string FormatConfig(const Config& config, bool redact = true);
+
+// The values the log scrubs from every line (passwords, crypto keys).
+std::vector<std::string> ConfigSecrets(const Config& config);
 
 // Every parameter the parser accepts, dotted ("database.tls.ca"); the man
 // page test checks that each is documented.

@@ -36,15 +36,17 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
   if (opts.test) {
-    printf("djinn-consumer: configuration %s is valid\n", opts.config.c_str());
+    for (const auto& w : config->warnings) fprintf(stderr, "djinn-consumer: warning: %s\n", w.c_str());
+    if (opts.print) fputs(FormatConfig(*config).c_str(), stdout);
+    else printf("djinn-consumer: configuration %s is valid\n", opts.config.c_str());
     return kExitOk;
   }
-  Log::AddSecret(config->database.password);
-  Log::AddSecret(config->redis.password);
+  for (const std::string& secret : ConfigSecrets(*config)) Log::AddSecret(secret);
   if (Status st = Log::Init(config->log_level, config->log_file, "master"); !st.ok()) {
     fprintf(stderr, "djinn-consumer: %s\n", st.message().c_str());
     return kExitFailure;
   }
+  for (const auto& w : config->warnings) LOG_WARN("config: %s", w.c_str());
   Supervisor supervisor(std::move(*config));
   return supervisor.Run();
 }

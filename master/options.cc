@@ -37,6 +37,8 @@ bool ParseOptions(const std::vector<std::string>& args, Options* opts, std::stri
       return false;
     } else if (name == "t") {
       opts->test = true;
+    } else if (name == "print") {
+      opts->print = true;
     } else if (name == "version") {
       opts->version = true;
     } else if (name == "h" || name == "help") {
@@ -46,13 +48,20 @@ bool ParseOptions(const std::vector<std::string>& args, Options* opts, std::stri
       return false;
     }
   }
+  if (opts->print && !opts->test) {
+    *error = "-print goes with -t";
+    return false;
+  }
   return true;
 }
 
 std::string Usage() {
-  return "usage: djinn-consumer [-config FILE] [-t] [-version] [-h]\n"
-         "  -config FILE  configuration file (default djinn-consumer.conf)\n"
+  return "usage: djinn-consumer [-config FILE] [-t [-print]] [-version] [-h]\n"
+         "  -config FILE  configuration file (default djinn-consumer.conf), in\n"
+         "                libconfig syntax or Djinn's own syntax\n"
          "  -t            check the configuration and exit (0 valid, 1 invalid)\n"
+         "  -print        with -t: print the effective configuration in libconfig\n"
+         "                syntax, secrets redacted\n"
          "  -version      print the version and exit\n"
          "  -h            print this help and exit\n";
 }

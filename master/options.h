@@ -1,4 +1,4 @@
-// The command line: djinn-consumer [-config FILE] [-t] [-version] [-h]
+// The command line: djinn-consumer [-config FILE] [-t [-print]] [-version] [-h]
 // Flags take one or two dashes, and "-config=FILE" as Go's flag package.
 #ifndef DJINN_MASTER_OPTIONS_H_
 #define DJINN_MASTER_OPTIONS_H_
@@ -11,6 +11,7 @@ namespace djinn {
 struct Options {
   std::string config = "djinn-consumer.conf";
   bool test = false;     // -t: validate the config and exit
+  bool print = false;    // -t -print: also print it in libconfig syntax
   bool version = false;
   bool help = false;
 };

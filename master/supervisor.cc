@@ -141,6 +141,10 @@ Status Supervisor::Start() {
     LOG_WARN("redis maxmemory-policy is \"%s\": an evicting Redis can silently lose jobs; "
              "set it to noeviction", policy->c_str());
   test_jobs_ = getenv("DJINN_CONSUMER_TEST_JOBS") && std::string(getenv("DJINN_CONSUMER_TEST_JOBS")) == "1";
+  // Test hook: a long idle wait proves that a job wakes idle workers (it is
+  // done long before any wait would time out).
+  if (const char* w = getenv("DJINN_CONSUMER_TEST_IDLE_WAIT_MS"); test_jobs_ && w)
+    idle_wait_ms_ = std::clamp(atoi(w), 100, 600000);
   desired_ = config_.workers;
   slots_.assign(desired_, Slot{});
   LOG_INFO("started: %d workers, queue \"%s\", redis %s, store %s", desired_,
@@ -235,6 +239,7 @@ void Supervisor::Reload() {
     return;
   }
   Config next = std::move(*loaded);
+  for (const auto& w : next.warnings) LOG_WARN("reload: config: %s", w.c_str());
   if (next.pidfile != config_.pidfile)
     LOG_WARN("reload: pidfile change needs a restart; keeping %s", config_.pidfile.c_str());
   next.pidfile = config_.pidfile;
@@ -248,8 +253,7 @@ void Supervisor::Reload() {
     GiveLogToWorkers(next);
   }
   Log::ClearSecrets();
-  Log::AddSecret(next.database.password);
-  Log::AddSecret(next.redis.password);
+  for (const std::string& secret : ConfigSecrets(next)) Log::AddSecret(secret);
   bool new_queue = next.redis.addr != config_.redis.addr ||
                    next.redis.password != config_.redis.password || next.queue != config_.queue;
   // Jobs of workers that die from now on must go back to the queue they
@@ -324,6 +328,7 @@ void Supervisor::SpawnWorker(int number) {
   params.consumer_key = proc.consumer_key;
   params.master_pid = getpid();
   params.test_jobs = test_jobs_;
+  params.idle_wait_ms = idle_wait_ms_;
   pid_t pid = fork();
   if (pid < 0) {
     LOG_ERROR("fork: %s; retrying", strerror(errno));

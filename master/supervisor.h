@@ -94,6 +94,7 @@ class Supervisor {
   bool queue_down_ = false;
   int64_t next_heartbeat_ms_ = 0, next_schedule_ms_ = 0, next_orphans_ms_ = 0;
   bool test_jobs_ = false;
+  int idle_wait_ms_ = 1000;
 };
 
 // Creates the store directory (0750) when missing; as root, gives it to

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -80,7 +81,16 @@ bool Daemon::Start() {
   // Leak checks run in the master at exit; workers leave through _exit
   // (LeakSanitizer would need ptrace, which their sandbox denies).
   env.push_back("ASAN_OPTIONS=detect_leaks=1");
-  return proc_.Start({ConsumerBinary(), "-config", config_path()}, stdout_path(), env);
+  env.insert(env.end(), opts_.env.begin(), opts_.env.end());
+  if (opts_.run_as) {
+    // Started directly as that user, as Djinn's own units do: it needs its
+    // pidfile, log and store directory.
+    for (const std::string& p : {dir(), store(), log_path(), stdout_path()}) {
+      if (FileExists(p) && chown(p.c_str(), opts_.run_as->uid, opts_.run_as->gid) != 0) return false;
+    }
+  }
+  return proc_.Start({ConsumerBinary(), "-config", config_path()}, stdout_path(), env,
+                     opts_.run_as);
 }
 
 std::vector<pid_t> Daemon::Workers() const {

@@ -32,6 +32,8 @@ struct DaemonOptions {
   std::string download = "allow_private = true; timeout = 30;";
   std::string extra;  // appended verbatim to the config file
   bool test_jobs = true;
+  std::vector<std::string> env;      // "K=V" added to the daemon's environment
+  const TestUser* run_as = nullptr;  // start it as this user (dir() is given to it)
 };
 
 class Daemon {
@@ -39,7 +41,8 @@ class Daemon {
   explicit Daemon(DaemonOptions opts = {});
   ~Daemon();
 
-  // Config text for opts (pidfile, log file and store inside dir()).
+  // Config text for opts (pidfile, log file and store inside dir()), in
+  // libconfig syntax.
   std::string ConfigText() const;
   void WriteConfig(const std::string& text);
   // Starts the binary with the current config; false when it fails.

@@ -123,7 +123,7 @@ TEST_F(ConfigTest, UnknownParameterIsAnError) {
 TEST_F(ConfigTest, RangesAreChecked) {
   EXPECT_NE(Error(std::string(kMinimal) + "workers = 0;\n").find("workers: must be between 1 and 1024 (got 0)"),
             std::string::npos);
-  EXPECT_NE(Error(std::string(kMinimal) + "attempts = 0;\n").find("attempts: must be between 1"), std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "attempts = -1;\n").find("attempts: must be between 0 and 1000"), std::string::npos);
   EXPECT_NE(Error(std::string(kMinimal) + "job_timeout = -1;\n").find("job_timeout: must be between"), std::string::npos);
   EXPECT_NE(Error(std::string(kMinimal) + "download = { max_size = -1; };\n").find("download.max_size"), std::string::npos);
   EXPECT_NE(Error(std::string(kMinimal) + "log = { level = \"loud\"; };\n").find("log.level: expected one of"), std::string::npos);
@@ -133,7 +133,7 @@ TEST_F(ConfigTest, LargeIntegerWithoutSuffixIsExplained) {
   std::string e = Error(R"(database = { addr = "a:1"; name = "d"; username = "u"; };
 redis = { addr = "a:1"; };
 store = { images = { type = "file"; path = "/x"; limit = 10737418240; }; };)");
-  EXPECT_NE(e.find(":3: store.images.limit: integer out of 32-bit range; write large values with an L suffix"),
+  EXPECT_NE(e.find(":3: store.images.limit: integer out of 32-bit range; write large values with an L"),
             std::string::npos) << e;
 }
 
@@ -223,6 +223,218 @@ TEST_F(ConfigTest, ParameterNamesListsEveryLeaf) {
                         "database.password_file", "database.tls.ca", "redis.password_file",
                         "store.images.limit", "download.allow_private", "download.known_hosts"})
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+}
+
+// ------------------------------------------------------ Djinn's own syntax
+
+std::string DjinnSample() {
+  const char* dir = getenv("DJINN_TEST_DATA");
+  return testing::ReadFile(std::string(dir ? dir : "tests/data") + "/djinn/consumer.conf");
+}
+
+constexpr const char* kDjinnMinimal = R"(
+database {
+	addr "127.0.0.1:5432"
+}
+redis {
+	addr "127.0.0.1:6379"
+}
+store images {
+	type "file"
+	path "/var/lib/djinn/images"
+}
+)";
+
+TEST_F(ConfigTest, DjinnShippedSampleIsReadVerbatim) {
+  auto r = Load(DjinnSample());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const Config& c = *r;
+  EXPECT_TRUE(c.djinn_syntax);
+  EXPECT_TRUE(c.warnings.empty());
+  EXPECT_EQ(c.pidfile, "/var/run/djinn/consumer.pid");
+  EXPECT_EQ(c.log_level, LogLevel::kInfo);
+  EXPECT_EQ(c.log_file, "/var/log/djinn/consumer.log");
+  EXPECT_EQ(c.database.addr, "localhost:5432");
+  EXPECT_EQ(c.database.name, "djinn");
+  EXPECT_EQ(c.database.username, "djinn_consumer");
+  EXPECT_EQ(c.database.password, "secret");
+  EXPECT_EQ(c.redis.addr, "localhost:6379");
+  EXPECT_EQ(c.store.path, "/var/lib/djinn/images");
+  EXPECT_EQ(c.attempts, 5);
+  EXPECT_EQ(c.workers, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+TEST_F(ConfigTest, DjinnSyntaxReadsEveryParameterOfOursAndDjinns) {
+  std::string pw = dir_.Sub("dbpass");
+  WriteFile(pw, "s3cret\n");
+  for (const char* f : {"ca.pem", "c.pem", "k.pem", "d.pem", "kh"}) WriteFile(dir_.Sub(f), "x");
+  std::string d = dir_.path();
+  auto r = Load(R"(
+pidfile "/run/x.pid"
+log debug "/tmp/x.log"
+Parallelism 3; user "root"; group "root"; queue "q2"; attempts 7
+job_timeout 15m; shutdown_timeout 90s
+crypto {
+	auth "a"
+	block "0123456789abcdef"
+	hash "h"
+	salt "pepper"
+}
+database {
+	addr "/run/postgresql"; name "n"; username "u"; password_file ")" + pw + R"("
+	tls { ca ")" + d + R"(/ca.pem"; cert ")" + d + R"(/c.pem"; key ")" + d + R"(/k.pem" }
+}
+redis { addr "/run/redis.sock"; password "rp" }
+store images { type "file"; path "/srv/images/"; limit 10GB }
+download { timeout 1h30m; max_size 512MB; allow_private true; ca ")" + d + R"(/d.pem"; known_hosts ")" + d + R"(/kh" }
+)");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const Config& c = *r;
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings[0];
+  EXPECT_EQ(c.pidfile, "/run/x.pid");
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);
+  EXPECT_EQ(c.log_file, "/tmp/x.log");
+  EXPECT_EQ(c.workers, 3);
+  EXPECT_EQ(c.user, "root");
+  EXPECT_EQ(c.group, "root");
+  EXPECT_EQ(c.queue, "q2");
+  EXPECT_EQ(c.attempts, 7);
+  EXPECT_EQ(c.job_timeout, 900);
+  EXPECT_EQ(c.shutdown_timeout, 90);
+  EXPECT_TRUE(c.crypto.set);
+  EXPECT_EQ(c.crypto.auth, "a");
+  EXPECT_EQ(c.crypto.block, "0123456789abcdef");
+  EXPECT_EQ(c.crypto.hash, "h");
+  EXPECT_EQ(c.crypto.salt, "pepper");
+  EXPECT_EQ(c.database.addr, "/run/postgresql");
+  EXPECT_EQ(c.database.password, "s3cret");
+  EXPECT_EQ(c.database.password_file, pw);
+  EXPECT_TRUE(c.database.tls_enabled);
+  EXPECT_EQ(c.database.tls.key, d + "/k.pem");
+  EXPECT_EQ(c.redis.password, "rp");
+  EXPECT_EQ(c.store.path, "/srv/images");
+  EXPECT_EQ(c.store.limit, uint64_t{10} << 30);
+  EXPECT_EQ(c.download.timeout, 5400);
+  EXPECT_EQ(c.download.max_size, uint64_t{512} << 20);
+  EXPECT_TRUE(c.download.allow_private);
+  EXPECT_EQ(c.download.known_hosts, d + "/kh");
+}
+
+TEST_F(ConfigTest, DurationsAndSizesMeanTheSameInBothSyntaxes) {
+  auto lc = Load(std::string(kMinimal) +
+                 "job_timeout = \"15m\"; download = { timeout = \"1h\"; max_size = \"50MB\"; };\n");
+  ASSERT_TRUE(lc.ok()) << lc.status().message();
+  auto dj = Load(std::string(kDjinnMinimal) + "job_timeout 15m\ndownload { timeout 1h; max_size 50MB }\n");
+  ASSERT_TRUE(dj.ok()) << dj.status().message();
+  auto bare = Load(std::string(kMinimal) + "job_timeout = 900; download = { timeout = 3600; max_size = 52428800; };\n");
+  ASSERT_TRUE(bare.ok()) << bare.status().message();
+  for (const Config* c : {&*lc, &*dj, &*bare}) {
+    EXPECT_EQ(c->job_timeout, 900);
+    EXPECT_EQ(c->download.timeout, 3600);
+    EXPECT_EQ(c->download.max_size, 52428800u);
+  }
+  EXPECT_NE(Error(std::string(kMinimal) + "job_timeout = \"1.5s\";\n").find("job_timeout: must be a whole number of seconds"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "job_timeout = \"soon\";\n").find("job_timeout: invalid duration \"soon\""),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kDjinnMinimal) + "job_timeout 8d\n").find(":12: job_timeout: invalid number \"8d\""),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kMinimal) + "download = { max_size = \"5PB\"; };\n").find("download.max_size: invalid size \"5PB\""),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kDjinnMinimal) + "job_timeout \"later\"\n").find("job_timeout: invalid duration"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, DjinnLogGivenTwiceTakesTheMostVerbose) {
+  auto r = Load(std::string(kDjinnMinimal) + "log error \"/tmp/e.log\"\nlog debug \"/tmp/d.log\"\nlog info \"/tmp/i.log\"\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->log_level, LogLevel::kDebug);
+  EXPECT_EQ(r->log_file, "/tmp/d.log");
+  EXPECT_TRUE(r->warnings.empty());
+  auto out = Load(std::string(kDjinnMinimal) + "log warn \"/dev/stdout\"\n");
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_EQ(out->log_level, LogLevel::kWarn);
+  EXPECT_EQ(out->log_file, "");  // standard error
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "log loud \"/tmp/x\"\n"),
+            path_ + ":12: log: unknown level \"loud\" (expected debug, info, warn or error)");
+}
+
+TEST_F(ConfigTest, DjinnUnknownParameterIsAWarningNamingFileAndLine) {
+  auto r = Load(std::string(kDjinnMinimal) + "smtp { addr \"x\" }\ndownload { timout 4 }\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 2u);
+  EXPECT_EQ(r->warnings[0], path_ + ":12: smtp: unknown parameter; ignored");
+  EXPECT_EQ(r->warnings[1], path_ + ":13: download.timout: unknown parameter; ignored");
+}
+
+TEST_F(ConfigTest, DjinnOtherStoreIsAWarning) {
+  auto r = Load(std::string(kDjinnMinimal) + "store other { type \"file\" }\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_EQ(r->warnings[0], path_ + ":12: store.other: unknown store (the only store is \"images\"); ignored");
+}
+
+TEST_F(ConfigTest, DjinnSslIsTlsWithAWarning) {
+  std::string ca = dir_.Sub("ca.pem");
+  WriteFile(ca, "x");
+  auto r = Load("database {\n\taddr \"a:1\"\n\tssl {\n\t\tca \"" + ca +
+                "\"\n\t}\n}\nredis { addr \"a:1\" }\nstore images { type \"file\"; path \"/x\" }\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->database.tls_enabled);
+  EXPECT_EQ(r->database.tls.ca, ca);
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_EQ(r->warnings[0], path_ + ":3: database.ssl: deprecated: read as database.tls");
+}
+
+TEST_F(ConfigTest, DjinnErrorsNameFileLineAndParameter) {
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "parallelism \"four\"\n"),
+            path_ + ":12: parallelism: expected an integer");
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "download { allow_private 1 }\n"),
+            path_ + ":12: download.allow_private: expected true or false");
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "redis cache { addr \"x\" }\n"),
+            path_ + ":12: redis: unexpected label \"cache\"");
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "crypto { block \"short\"; salt \"s\" }\n"),
+            path_ + ":12: crypto.block: must be 16, 24 or 32 bytes long (got 5)");
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "crypto { block \"0123456789abcdef\" }\n"),
+            path_ + ":12: crypto.salt: required when crypto is set");
+  EXPECT_EQ(Error("database { addr \"a:1\" }\nredis { addr \"a:1\" }\n"),
+            path_ + ": store.images: missing (required)");
+}
+
+TEST_F(ConfigTest, DjinnErrorInAnIncludedFileNamesThatFile) {
+  std::string inc = dir_.Sub("inc.conf");
+  WriteFile(inc, "# included\nworkers 0\n");
+  std::string e = Error(std::string(kDjinnMinimal) + "include \"inc.conf\"\n");
+  EXPECT_EQ(e, inc + ":2: workers: must be between 1 and 1024 (got 0)");
+}
+
+TEST_F(ConfigTest, LibconfigSyntaxKeepsItsErrorsForUnknownParameters) {
+  auto r = Load(kMinimal);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->djinn_syntax);
+}
+
+// -t -print: the effective configuration, in libconfig syntax, reads back
+// to the same configuration; secrets are redacted.
+TEST_F(ConfigTest, PrintedConfigReadsBackToTheSameConfig) {
+  auto r = Load(DjinnSample() + "crypto { block \"0123456789abcdef\"; salt \"pepper\" }\n"
+                "download { max_size 10GB; timeout 1h }\nqueue \"q \\\"x\\\"\"\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  std::string printed = FormatConfig(*r, /*redact=*/false);
+  WriteFile(dir_.Sub("printed.conf"), printed);
+  auto back = LoadConfig(dir_.Sub("printed.conf"));
+  ASSERT_TRUE(back.ok()) << back.status().message() << "\n" << printed;
+  EXPECT_FALSE(back->djinn_syntax);
+  EXPECT_EQ(back->queue, "q \"x\"");
+  EXPECT_EQ(back->download.max_size, uint64_t{10} << 30);
+  // The same but for the header (two comment lines naming the file).
+  auto body = [](const std::string& text) { return text.substr(text.find("\npidfile")); };
+  EXPECT_EQ(body(FormatConfig(*back, false)), body(printed));
+  std::string redacted = FormatConfig(*r);
+  EXPECT_EQ(redacted.find("secret"), std::string::npos) << redacted;
+  EXPECT_EQ(redacted.find("pepper"), std::string::npos) << redacted;
+  EXPECT_EQ(redacted.find("0123456789abcdef"), std::string::npos) << redacted;
+  EXPECT_NE(redacted.find("password = \"<redacted>\";"), std::string::npos) << redacted;
 }
 
 }  // namespace

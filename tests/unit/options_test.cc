@@ -35,6 +35,17 @@ TEST(OptionsTest, VersionAndHelp) {
   EXPECT_NE(VersionString().find("Linux/"), std::string::npos);
 }
 
+TEST(OptionsTest, PrintGoesWithTest) {
+  Options o;
+  std::string err;
+  ASSERT_TRUE(ParseOptions({"-t", "-print"}, &o, &err)) << err;
+  EXPECT_TRUE(o.test);
+  EXPECT_TRUE(o.print);
+  Options p;
+  EXPECT_FALSE(ParseOptions({"-print"}, &p, &err));
+  EXPECT_EQ(err, "-print goes with -t");
+}
+
 TEST(OptionsTest, UnknownFlagIsAnError) {
   Options o;
   std::string err;
