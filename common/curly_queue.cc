@@ -77,6 +77,18 @@ end
 return 0
 )lua");
 
+// curlyq's reenqueue_active_jobs.lua for one job, but to the head. KEYS: inflight,
+// active, signal. ARGV: ID. Back to the head: it never failed.
+const RedisScript kRelease(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+  redis.call('lpush', KEYS[2], ARGV[1])
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+  return 1
+end
+return 0
+)lua");
+
 // curlyq enqueue_scheduled_jobs.lua. KEYS: scheduled, active, signal.
 // ARGV: now, max.
 const RedisScript kEnqueueScheduled(R"lua(
@@ -438,6 +450,10 @@ Status CurlyQueue::Kill(const std::string& consumer_key, const Envelope& env) {
   IntArg now(NowSeconds());
   return conn_.EvalSha(kMoveToSet, {consumer_key, dead_, data_}, {env.id, now.view(), msg})
       .status();
+}
+
+Status CurlyQueue::Release(const std::string& consumer_key, const std::string& id) {
+  return conn_.EvalSha(kRelease, {consumer_key, active_, signal_}, {id}).status();
 }
 
 Status CurlyQueue::KillRaw(const std::string& consumer_key, const std::string& id) {

@@ -20,13 +20,14 @@
 //   Retry               SREM inflight, ZADD Q:scheduled <retry at>, HSET
 //   Kill                SREM inflight, ZADD Q:dead <now>, HSET Q:data
 //   KillRaw             SREM inflight, ZADD Q:dead <now> (data untouched)
+//   Release             SREM inflight, LPUSH Q:active, signal (data untouched)
 //   Unregister          if SCARD inflight == 0: ZREM Q:consumers, DEL
 //   EnqueueDueScheduled ZRANGEBYSCORE Q:scheduled 0 <now> -> RPUSH Q:active,
 //                       ZREMRANGEBYRANK, signal
 //   RequeueOrphans      consumers with a heartbeat <= now - timeout: SPOP
 //                       their inflight sets -> RPUSH Q:active, ZREM them
 //   FailInflight        per ID: Attempt+1, RPUSH Q:active (or ZADD Q:dead)
-// Ack, Retry, Kill and KillRaw act only when the ID is in the consumer's inflight
+// Ack, Retry, Kill, KillRaw and Release act only when the ID is in the consumer's inflight
 // set, as in curlyq: a job another process already requeued (orphan
 // cleanup, FailInflight) is left alone and Ok is returned.
 //
@@ -100,6 +101,7 @@ class CurlyQueue : public Queue {
   Status Retry(const std::string& consumer_key, const Envelope& env,
                double delay_seconds) override;
   Status Kill(const std::string& consumer_key, const Envelope& env) override;
+  Status Release(const std::string& consumer_key, const std::string& id) override;
   // SREM inflight, ZADD Q:dead <now>; Q:data keeps the original bytes.
   Status KillRaw(const std::string& consumer_key, const std::string& id) override;
   // kPermanent "... still holds N jobs" (and nothing changed) when the

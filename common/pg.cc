@@ -132,7 +132,7 @@ Status PgClient::Connect() {
   Clock::time_point now = Clock::now();
   if (now < next_attempt_) {
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_attempt_ - now);
-    return Status::Transient("database: unavailable: " + last_error_ + " (next attempt in " +
+    return Status::Unavailable("database: unavailable: " + last_error_ + " (next attempt in " +
                              std::to_string(wait.count()) + " ms)");
   }
   auto kv = ConnParams(config_, options_);
@@ -149,7 +149,7 @@ Status PgClient::Connect() {
                   (conn ? OneLine(PQerrorMessage(conn.get())) : std::string("out of memory"));
     backoff_ = std::clamp(backoff_ * 2, options_.backoff_min, options_.backoff_max);
     next_attempt_ = Clock::now() + backoff_;
-    return Status::Transient("database: " + last_error_);
+    return Status::Unavailable("database: " + last_error_);
   }
   PQsetNoticeProcessor(conn.get(), NoticeToLog, nullptr);
   conn_ = std::move(conn);
@@ -177,7 +177,7 @@ Result<PgResultPtr> PgClient::ExecOnce(const std::string& sql, const std::vector
     return Status::Permanent(std::string("database: unexpected result ") + PQresStatus(st));
   }
   if (PQstatus(conn_.get()) != CONNECTION_OK || TransientSqlState(state))
-    return Status::Transient("database: " + msg);
+    return Status::Unavailable("database: " + msg);
   return Status::Permanent("database: " + msg);
 }
 

@@ -4,7 +4,7 @@
 // Lazy: nothing happens until the first Exec(), so a worker whose database
 // is down starts and runs the jobs that do not need it (ping). Connection
 // attempts are spaced by a capped exponential backoff (250 ms doubling to
-// 8 s): while it runs, Exec() fails at once with kTransient instead of
+// 8 s): while it runs, Exec() fails at once with kUnavailable instead of
 // waiting on a dead server again, and a failed attempt never crashes or
 // blocks the worker for longer than connect_timeout.
 //
@@ -28,11 +28,12 @@
 //   statement_timeout (via options), TCP keepalives and tcp_user_timeout so
 //   a vanished server is noticed, application_name=djinn-consumer.
 //
-// Errors: kTransient for anything connection-shaped (cannot connect,
+// Errors: kUnavailable for anything connection-shaped (cannot connect,
 // connection lost, server shutting down, too many connections, statement
-// timeout, serialization failure); kPermanent for other SQL errors
-// (permission denied, undefined table, bad input). Messages are one line
-// and start with "database: ".
+// timeout, serialization failure): the database is a dependency of ours,
+// never a job's fault; kPermanent for other SQL errors (permission denied,
+// undefined table, bad input). Messages are one line and start with
+// "database: ".
 //
 // Not thread-safe. Never open one before fork() and use it on both sides.
 #ifndef DJINN_COMMON_PG_H_

@@ -72,6 +72,10 @@ class Queue {
                        double delay_seconds) = 0;
   // Into Q:dead (score now); env (new Attempt) written back to Q:data.
   virtual Status Kill(const std::string& consumer_key, const Envelope& env) = 0;
+  // Gives a job back untouched (Attempt as it was) to the head of
+  // Q:active: it did not fail, a dependency of ours did (Status
+  // kUnavailable), so it should run first once things work again.
+  virtual Status Release(const std::string& consumer_key, const std::string& id) = 0;
   // Into Q:dead leaving Q:data untouched: for an envelope that cannot be
   // decoded (its bytes are kept as they are for a human to look at).
   virtual Status KillRaw(const std::string& consumer_key, const std::string& id) = 0;

@@ -45,6 +45,7 @@ Scoreboard::Scoreboard(size_t entries) : entries_(entries) {
 Scoreboard::~Scoreboard() { munmap(entries_ptr_, sizeof(Entry) * entries_); }
 
 void Scoreboard::Reset(size_t i) {
+  if (i >= entries_) return;
   Entry& e = entries_ptr_[i];
   e.seq.store(0, std::memory_order_relaxed);
   e.busy.store(0, std::memory_order_relaxed);
@@ -56,6 +57,7 @@ void Scoreboard::Reset(size_t i) {
 
 void Scoreboard::SetBusy(size_t i, std::string_view job_id, std::string_view job_type,
                          int64_t started_ms) {
+  if (i >= entries_) return;
   Entry& e = entries_ptr_[i];
   uint64_t s = e.seq.load(std::memory_order_relaxed);
   e.seq.store(s + 1, std::memory_order_relaxed);
@@ -68,6 +70,7 @@ void Scoreboard::SetBusy(size_t i, std::string_view job_id, std::string_view job
 }
 
 void Scoreboard::SetIdle(size_t i) {
+  if (i >= entries_) return;
   Entry& e = entries_ptr_[i];
   uint64_t s = e.seq.load(std::memory_order_relaxed);
   e.seq.store(s + 1, std::memory_order_relaxed);
@@ -78,8 +81,9 @@ void Scoreboard::SetIdle(size_t i) {
 }
 
 WorkerState Scoreboard::Read(size_t i) const {
-  const Entry& e = entries_ptr_[i];
   WorkerState st;
+  if (i >= entries_) return st;
+  const Entry& e = entries_ptr_[i];
   for (int tries = 0; tries < 100; tries++) {
     uint64_t s1 = e.seq.load(std::memory_order_acquire);
     if (s1 & 1) continue;

@@ -44,6 +44,8 @@ class Scoreboard {
   Scoreboard& operator=(const Scoreboard&) = delete;
 
   size_t size() const { return entries_; }
+  // Every index is checked: out of range, writes do nothing and Read()
+  // gives an idle state.
   // Master: zero an entry before giving it to a new worker.
   void Reset(size_t i);
   // Worker: publish state changes.

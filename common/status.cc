@@ -19,6 +19,7 @@ std::string Status::ToString() const {
     case Kind::kTransient: return "transient: " + message_;
     case Kind::kPermanent: return "permanent: " + message_;
     case Kind::kPoison: return "poison: " + message_;
+    case Kind::kUnavailable: return "unavailable: " + message_;
   }
   return message_;
 }

@@ -5,7 +5,11 @@
 //                 database or Redis unavailable);
 //   kPermanent -> record the error and ack (4xx, wrong content type, bad
 //                 magic, too large, bad config value);
-//   kPoison    -> the message itself cannot be understood: dead set at once.
+//   kPoison    -> the message itself cannot be understood: dead set at once;
+//   kUnavailable -> one of our own dependencies failed (PostgreSQL, Redis,
+//                 the store's filesystem, a configured CA file): not the
+//                 job's fault. The job goes back without an attempt counted
+//                 and the worker holds back until the dependency answers.
 // Messages are one line and name the thing at fault.
 #ifndef DJINN_COMMON_STATUS_H_
 #define DJINN_COMMON_STATUS_H_
@@ -18,7 +22,7 @@ namespace djinn {
 
 class Status {
  public:
-  enum class Kind { kOk, kTransient, kPermanent, kPoison };
+  enum class Kind { kOk, kTransient, kPermanent, kPoison, kUnavailable };
 
   Status() = default;
   static Status Ok() { return Status(); }
@@ -31,6 +35,9 @@ class Status {
   static Status Poison(std::string msg) {
     return Status(Kind::kPoison, std::move(msg));
   }
+  static Status Unavailable(std::string msg) {
+    return Status(Kind::kUnavailable, std::move(msg));
+  }
   // errno turned into a Status in one place: "<what>: <strerror(err)>".
   static Status FromErrno(const std::string& what, int err,
                           Kind kind = Kind::kPermanent);
@@ -40,6 +47,7 @@ class Status {
   bool transient() const { return kind_ == Kind::kTransient; }
   bool permanent() const { return kind_ == Kind::kPermanent; }
   bool poison() const { return kind_ == Kind::kPoison; }
+  bool unavailable() const { return kind_ == Kind::kUnavailable; }
   const std::string& message() const { return message_; }
   // Same kind, message prefixed with "<context>: ".
   Status Wrap(const std::string& context) const;

@@ -26,7 +26,8 @@ namespace djinn {
 namespace {
 
 constexpr int kTickMs = 200;                 // longest wait without a look around
-constexpr int kBoardEntries = 4096;          // > max workers x 2 generations
+constexpr int kMaxGenerations = 4;           // live at once: the current and 3 retiring
+constexpr int kBoardEntries = 1024 * kMaxGenerations;  // max workers x generations
 constexpr int64_t kYoungMs = 5000;           // a death before this uptime is "young"
 constexpr int64_t kMaxThrottleMs = 60000;    // cap of the respawn delay
 constexpr int64_t kJobKillGraceMs = 5000;    // job_timeout: TERM, then KILL after this
@@ -104,15 +105,20 @@ static void GiveLogToWorkers(const Config& config) {
     LOG_WARN("log file %s: chown to %s: %s", Log::File().c_str(), config.user.c_str(), strerror(errno));
 }
 
-Supervisor::Supervisor(Config config) : config_(std::move(config)) {}
+Supervisor::Supervisor(Config config) {
+  auto gen = std::make_shared<Generation>();
+  gen->number = 1;
+  gen->config = std::make_shared<const Config>(std::move(config));
+  gen_ = std::move(gen);
+}
 
 Supervisor::~Supervisor() {
   if (g_sig_write_fd == sig_write_.get()) g_sig_write_fd = -1;
 }
 
 Status Supervisor::Start() {
-  if (!config_.pidfile.empty()) {
-    auto pf = PidFile::Acquire(config_.pidfile);
+  if (!config().pidfile.empty()) {
+    auto pf = PidFile::Acquire(config().pidfile);
     if (!pf.ok()) return pf.status();
     pidfile_ = std::move(*pf);
   }
@@ -121,6 +127,9 @@ Status Supervisor::Start() {
   sig_read_.Reset(p[0]);
   sig_write_.Reset(p[1]);
   g_sig_write_fd = p[1];
+  if (pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno("pipe", errno);
+  life_read_.Reset(p[0]);
+  life_write_.Reset(p[1]);
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
@@ -129,14 +138,16 @@ Status Supervisor::Start() {
   sa.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &sa, nullptr);
 
-  if (Status st = PrepareStore(config_); !st.ok()) return st;
-  GiveLogToWorkers(config_);
-  if (geteuid() == 0 && config_.user.empty())
+  if (Status st = PrepareStore(config()); !st.ok()) return st;
+  GiveLogToWorkers(config());
+  if (geteuid() == 0 && config().user.empty())
     LOG_WARN("running as root with no 'user' set: workers keep root privileges");
 
   board_ = std::make_unique<Scoreboard>(kBoardEntries);
-  queue_ = OpenQueue(config_, kMasterRedisTimeoutMs);
-  auto policy = queue_->MaxmemoryPolicy();
+  auto gen = std::make_shared<Generation>(*gen_);
+  gen->queue = OpenQueue(config(), kMasterRedisTimeoutMs);
+  gen_ = std::move(gen);
+  auto policy = gen_->queue->MaxmemoryPolicy();
   if (policy.ok() && !policy->empty() && *policy != "noeviction")
     LOG_WARN("redis maxmemory-policy is \"%s\": an evicting Redis can silently lose jobs; "
              "set it to noeviction", policy->c_str());
@@ -145,10 +156,10 @@ Status Supervisor::Start() {
   // done long before any wait would time out).
   if (const char* w = getenv("DJINN_CONSUMER_TEST_IDLE_WAIT_MS"); test_jobs_ && w)
     idle_wait_ms_ = std::clamp(atoi(w), 100, 600000);
-  desired_ = config_.workers;
-  slots_.assign(desired_, Slot{});
+  desired_ = config().workers;
+  throttle_.assign(desired_, SlotThrottle{});
   LOG_INFO("started: %d workers, queue \"%s\", redis %s, store %s", desired_,
-           config_.queue.c_str(), config_.redis.addr.c_str(), config_.store.path.c_str());
+           config().queue.c_str(), config().redis.addr.c_str(), config().store.path.c_str());
   return Status::Ok();
 }
 
@@ -194,16 +205,13 @@ void Supervisor::HandleSignals() {
         case MasterAction::kGracefulStop:
           if (!stopping_) {
             stopping_ = true;
-            stop_deadline_ms_ = MonotonicMs() + int64_t{config_.shutdown_timeout} * 1000;
+            stop_deadline_ms_ = MonotonicMs() + int64_t{config().shutdown_timeout} * 1000;
             for (auto& [pid, proc] : procs_) RetireWorker(proc, "shutdown");
           }
           break;
         case MasterAction::kFastStop:
           stopping_ = fast_stop_ = true;
-          for (auto& [pid, proc] : procs_) {
-            kill(pid, SIGKILL);
-            proc.killed = true;
-          }
+          for (auto& [pid, proc] : procs_) KillWorker(proc);
           break;
         case MasterAction::kReload:
           if (!stopping_) Reload();
@@ -212,14 +220,14 @@ void Supervisor::HandleSignals() {
           Status st = Log::Reopen();
           if (st.ok()) LOG_INFO("log file reopened");
           else LOG_ERROR("reopen log: %s", st.message().c_str());
-          GiveLogToWorkers(config_);
+          GiveLogToWorkers(config());
           for (auto& [pid, proc] : procs_) kill(pid, SIGUSR1);
           break;
         }
         case MasterAction::kMoreWorkers:
           if (!stopping_) {
             desired_ = std::min(desired_ + 1, 1024);
-            slots_.resize(desired_);
+            throttle_.resize(static_cast<size_t>(desired_));
           }
           break;
         case MasterAction::kFewerWorkers:
@@ -233,45 +241,75 @@ void Supervisor::HandleSignals() {
 }
 
 void Supervisor::Reload() {
-  auto loaded = LoadConfig(config_.path);
+  auto loaded = LoadConfig(config().path);
   if (!loaded.ok()) {
     LOG_ERROR("reload: %s; keeping the running configuration", loaded.status().message().c_str());
     return;
   }
   Config next = std::move(*loaded);
   for (const auto& w : next.warnings) LOG_WARN("reload: config: %s", w.c_str());
-  if (next.pidfile != config_.pidfile)
-    LOG_WARN("reload: pidfile change needs a restart; keeping %s", config_.pidfile.c_str());
-  next.pidfile = config_.pidfile;
+  if (next.pidfile != config().pidfile)
+    LOG_WARN("reload: pidfile change needs a restart; keeping %s", config().pidfile.c_str());
+  next.pidfile = config().pidfile;
   if (Status st = PrepareStore(next); !st.ok()) {
     LOG_ERROR("reload: %s; keeping the running configuration", st.message().c_str());
     return;
   }
-  if (next.log_file != config_.log_file || next.log_level != config_.log_level) {
+  if (next.log_file != config().log_file || next.log_level != config().log_level) {
     Status st = Log::Init(next.log_level, next.log_file, "master");
     if (!st.ok()) LOG_ERROR("reload: %s; logging to stderr", st.message().c_str());
     GiveLogToWorkers(next);
   }
   Log::ClearSecrets();
   for (const std::string& secret : ConfigSecrets(next)) Log::AddSecret(secret);
-  bool new_queue = next.redis.addr != config_.redis.addr ||
-                   next.redis.password != config_.redis.password || next.queue != config_.queue;
-  // Jobs of workers that die from now on must go back to the queue they
-  // came from: finish those first when the queue changes.
-  if (new_queue) FailPendingJobs();
-  config_ = std::move(next);
-  if (new_queue) queue_ = OpenQueue(config_, kMasterRedisTimeoutMs);
-  generation_++;
+  // Old workers keep their generation (config and queue handle); the new
+  // one gets its own handle only when it talks to another queue.
+  bool same_queue = next.redis.addr == config().redis.addr &&
+                    next.redis.password == config().redis.password &&
+                    next.queue == config().queue;
+  auto gen = std::make_shared<Generation>();
+  gen->number = gen_->number + 1;
+  gen->config = std::make_shared<const Config>(std::move(next));
+  gen->queue = same_queue ? gen_->queue : std::shared_ptr<Queue>(OpenQueue(*gen->config, kMasterRedisTimeoutMs));
+  gen_ = std::move(gen);
   // The new generation starts before the old one is told to finish (nginx):
   // no gap in service.
   std::vector<pid_t> old;
   for (auto& [pid, proc] : procs_)
     if (!proc.retiring) old.push_back(pid);
-  desired_ = config_.workers;
-  slots_.assign(desired_, Slot{});
+  desired_ = config().workers;
+  throttle_.assign(static_cast<size_t>(desired_), SlotThrottle{});
   ManageWorkers();
   for (pid_t pid : old) RetireWorker(procs_[pid], "reload");
-  LOG_INFO("reloaded: generation %d, %d workers", generation_, desired_);
+  BoundGenerations();
+  LOG_INFO("reloaded: generation %d, %d workers", gen_->number, desired_);
+}
+
+// Reloads faster than old workers finish would stack generations without
+// bound (and fill the scoreboard): beyond kMaxGenerations, the oldest ones'
+// workers are killed now. Their jobs go back without an attempt counted.
+void Supervisor::BoundGenerations() {
+  std::vector<int> live;
+  for (const auto& [pid, proc] : procs_)
+    if (std::find(live.begin(), live.end(), proc.gen->number) == live.end())
+      live.push_back(proc.gen->number);
+  std::sort(live.begin(), live.end());
+  if (static_cast<int>(live.size()) <= kMaxGenerations) return;
+  int oldest_kept = live[live.size() - kMaxGenerations];
+  for (auto& [pid, proc] : procs_) {
+    if (proc.gen->number >= oldest_kept || proc.killed) continue;
+    LOG_WARN("worker %d (pid %d) of generation %d still draining after %d newer generations; "
+             "killing it, its job goes back",
+             proc.number, static_cast<int>(pid), proc.gen->number, kMaxGenerations - 1);
+    KillWorker(proc);
+  }
+}
+
+void Supervisor::KillWorker(Proc& proc) {
+  if (proc.killed) return;
+  kill(proc.pid, SIGKILL);
+  proc.killed = true;
+  proc.retiring = true;
 }
 
 void Supervisor::RetireWorker(Proc& proc, const char* why) {
@@ -281,47 +319,52 @@ void Supervisor::RetireWorker(Proc& proc, const char* why) {
     proc.term_ms = MonotonicMs();
     kill(proc.pid, SIGTERM);
   }
-  for (auto& slot : slots_)
-    if (slot.pid == proc.pid) slot.pid = -1;
   LOG_DEBUG("worker %d (pid %d) asked to stop: %s", proc.number, static_cast<int>(proc.pid), why);
+}
+
+bool Supervisor::SlotFilled(int number) const {
+  for (const auto& [pid, proc] : procs_)
+    if (proc.number == number && proc.gen == gen_ && !proc.retiring) return true;
+  return false;
 }
 
 void Supervisor::ManageWorkers() {
   if (stopping_) return;
   int64_t now = MonotonicMs();
-  // Fewer wanted (TTOU): retire from the highest slot down.
-  while (static_cast<int>(slots_.size()) > desired_) {
-    Slot& s = slots_.back();
-    if (s.pid > 0) {
-      auto it = procs_.find(s.pid);
-      if (it != procs_.end()) RetireWorker(it->second, "fewer workers");
-    }
-    slots_.pop_back();
-  }
-  for (int i = 0; i < static_cast<int>(slots_.size()); i++) {
-    Slot& s = slots_[i];
-    if (s.pid < 0 && now >= s.next_spawn_ms) SpawnWorker(i + 1);
-  }
+  // Fewer wanted (TTOU): retire the current generation's highest slots.
+  for (auto& [pid, proc] : procs_)
+    if (proc.gen == gen_ && !proc.retiring && proc.number > desired_)
+      RetireWorker(proc, "fewer workers");
+  throttle_.resize(static_cast<size_t>(desired_));
+  for (int n = 1; n <= desired_; n++)
+    if (!SlotFilled(n) && now >= throttle_[static_cast<size_t>(n - 1)].next_spawn_ms) SpawnWorker(n);
 }
 
 size_t Supervisor::FreeBoardEntry() const {
   std::vector<bool> used(board_->size());
-  for (const auto& [pid, proc] : procs_) used[proc.board] = true;
+  for (const auto& [pid, proc] : procs_)
+    if (proc.board < used.size()) used[proc.board] = true;
   for (size_t i = 0; i < used.size(); i++)
     if (!used[i]) return i;
-  return used.size();  // cannot happen: more entries than workers
+  return used.size();  // full: the caller does not spawn
 }
 
 void Supervisor::SpawnWorker(int number) {
+  SlotThrottle& slot = throttle_[static_cast<size_t>(number - 1)];
   Proc proc;
   proc.number = number;
-  proc.generation = generation_;
+  proc.gen = gen_;
   proc.board = FreeBoardEntry();
-  proc.consumer_key = NewConsumerKey(config_.queue);
+  if (proc.board >= board_->size()) {
+    LOG_ERROR("scoreboard full (%zu entries); worker %d not started", board_->size(), number);
+    slot.next_spawn_ms = MonotonicMs() + 1000;
+    return;
+  }
+  proc.consumer_key = NewConsumerKey(config().queue);
   proc.spawned_ms = MonotonicMs();
   board_->Reset(proc.board);
   WorkerParams params;
-  params.config = &config_;
+  params.config = gen_->config.get();
   params.number = number;
   params.scoreboard = board_.get();
   params.board_index = proc.board;
@@ -329,20 +372,25 @@ void Supervisor::SpawnWorker(int number) {
   params.master_pid = getpid();
   params.test_jobs = test_jobs_;
   params.idle_wait_ms = idle_wait_ms_;
+  params.life_fd = life_read_.get();
   pid_t pid = fork();
   if (pid < 0) {
     LOG_ERROR("fork: %s; retrying", strerror(errno));
-    slots_[number - 1].next_spawn_ms = MonotonicMs() + 1000;
+    slot.next_spawn_ms = MonotonicMs() + 1000;
     return;
   }
   if (pid == 0) {
-    queue_.reset();  // the master's Redis connection is not the worker's
+    // The master's Redis connections are not the worker's: drop them
+    // (closing a socket says nothing to Redis). The worker's config stays.
+    std::shared_ptr<const Config> keep = gen_->config;
+    for (auto& [p, other] : procs_) other.gen.reset();
+    pending_fails_.clear();
+    gen_.reset();
     RunWorkerProcess(params);
   }
   proc.pid = pid;
   procs_[pid] = proc;
-  slots_[number - 1].pid = pid;
-  LOG_INFO("worker %d started (pid %d, generation %d)", number, static_cast<int>(pid), generation_);
+  LOG_INFO("worker %d started (pid %d, generation %d)", number, static_cast<int>(pid), gen_->number);
 }
 
 void Supervisor::ReapWorkers() {
@@ -367,33 +415,31 @@ void Supervisor::OnWorkerExit(Proc& proc, int status) {
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !proc.killed) how += ", out of memory?";
   std::string job;
   if (ws.busy) job = ws.torn ? " while running a job" : " while running job " + ws.job_id + " (" + ws.job_type + ")";
-  if (proc.timed_out) how += " after job_timeout " + std::to_string(config_.job_timeout) + "s";
+  if (proc.timed_out) how += " after job_timeout " + std::to_string(proc.gen->config->job_timeout) + "s";
   if (clean && (proc.retiring || stopping_)) LOG_INFO("%s %s", who.c_str(), how.c_str());
   else LOG_ERROR("%s %s%s", who.c_str(), how.c_str(), job.c_str());
 
   // Whatever it held goes back to the queue now (poison-pill protection:
-  // a job that kills its worker every time reaches the dead set). A job the
-  // shutdown killed did not fail: its attempt is not counted.
-  bool count = !(stopping_ && proc.killed && !proc.timed_out);
-  pending_fails_.push_back({proc.consumer_key, who, how, count});
+  // a job that kills its worker every time reaches the dead set). A job
+  // whose worker we killed for another reason than its job_timeout
+  // (shutdown, SIGQUIT, too many generations) did not fail: not counted.
+  bool count = !(proc.killed && !proc.timed_out);
+  pending_fails_.push_back({proc.gen, proc.consumer_key, who, how, count});
   FailPendingJobs();
 
-  // Its slot, if it still owns one, respawns; young deaths throttle it.
-  for (size_t i = 0; i < slots_.size(); i++) {
-    Slot& s = slots_[i];
-    if (s.pid != proc.pid) continue;
-    s.pid = -1;
-    bool young = uptime < kYoungMs || (WIFEXITED(status) && WEXITSTATUS(status) == kExitWorkerSandbox);
-    if (!young) {
-      s.fails = 0;
-      s.next_spawn_ms = now;
-    } else {
-      s.fails++;
-      int64_t delay = std::min<int64_t>(kMaxThrottleMs, int64_t{1000} << std::min(s.fails - 1, 16));
-      s.next_spawn_ms = now + delay;
-      LOG_WARN("worker %zu died young (%d in a row); respawn in %llds", i + 1, s.fails,
-               static_cast<long long>(delay / 1000));
-    }
+  // Its slot, when it held one, respawns; young deaths throttle it.
+  if (proc.gen != gen_ || proc.retiring || proc.number > desired_) return;
+  SlotThrottle& slot = throttle_[static_cast<size_t>(proc.number - 1)];
+  bool young = uptime < kYoungMs || (WIFEXITED(status) && WEXITSTATUS(status) == kExitWorkerSandbox);
+  if (!young) {
+    slot.fails = 0;
+    slot.next_spawn_ms = now;
+  } else {
+    slot.fails++;
+    int64_t delay = std::min<int64_t>(kMaxThrottleMs, int64_t{1000} << std::min(slot.fails - 1, 16));
+    slot.next_spawn_ms = now + delay;
+    LOG_WARN("worker %d died young (%d in a row); respawn in %llds", proc.number, slot.fails,
+             static_cast<long long>(delay / 1000));
   }
 }
 
@@ -401,25 +447,25 @@ void Supervisor::CheckJobTimeouts() {
   int64_t now = MonotonicMs();
   for (auto& [pid, proc] : procs_) {
     if (proc.killed) continue;
-    if (proc.term_ms > 0) {
-      // Asked to stop: after the grace for a timed-out job, or past the
-      // shutdown deadline, it is killed.
-      bool overdue = (proc.timed_out && now - proc.term_ms >= kJobKillGraceMs) ||
-                     (stopping_ && now >= stop_deadline_ms_);
-      if (overdue) {
-        LOG_WARN("worker %d (pid %d) did not stop in time; killing it", proc.number, static_cast<int>(pid));
-        kill(pid, SIGKILL);
-        proc.killed = true;
-      }
-      if (!proc.timed_out || proc.killed) continue;
+    // Due: the grace after a job_timeout's SIGTERM, or the shutdown deadline.
+    if ((proc.kill_at_ms > 0 && now >= proc.kill_at_ms) ||
+        (stopping_ && proc.term_ms > 0 && now >= stop_deadline_ms_)) {
+      LOG_WARN("worker %d (pid %d) did not stop in time; killing it", proc.number, static_cast<int>(pid));
+      kill(pid, SIGKILL);
+      proc.killed = true;
+      continue;
     }
+    // Every worker, retiring or not, with its own generation's limit.
+    if (proc.timed_out) continue;
     WorkerState ws = board_->Read(proc.board);
-    if (!ws.busy || ws.torn || proc.timed_out) continue;
-    if (now - ws.started_ms >= int64_t{config_.job_timeout} * 1000) {
+    if (!ws.busy || ws.torn) continue;
+    int job_timeout = proc.gen->config->job_timeout;
+    if (now - ws.started_ms >= int64_t{job_timeout} * 1000) {
       LOG_ERROR("worker %d (pid %d): job %s (%s) ran past job_timeout %ds; stopping the worker",
                 proc.number, static_cast<int>(pid), ws.job_id.c_str(), ws.job_type.c_str(),
-                config_.job_timeout);
+                job_timeout);
       proc.timed_out = true;
+      proc.kill_at_ms = now + kJobKillGraceMs;
       if (proc.term_ms == 0) {
         proc.term_ms = now;
         kill(pid, SIGTERM);
@@ -455,20 +501,22 @@ void Supervisor::QueueDuties() {
   if (!pending_fails_.empty()) FailPendingJobs();
   if (now >= next_heartbeat_ms_) {
     next_heartbeat_ms_ = now + kHeartbeatIntervalMs;
-    std::vector<std::string> keys;
-    for (const auto& [pid, proc] : procs_) keys.push_back(proc.consumer_key);
-    if (!keys.empty()) QueueResult(queue_->Heartbeat(keys));
+    // Each worker's key on the queue it took its jobs from.
+    std::map<Queue*, std::vector<std::string>> keys;
+    for (const auto& [pid, proc] : procs_) keys[proc.gen->queue.get()].push_back(proc.consumer_key);
+    for (auto& [queue, k] : keys) QueueResult(queue->Heartbeat(k));
   }
   if (queue_down_) return;
+  Queue& queue = *gen_->queue;
   if (now >= next_schedule_ms_) {
     next_schedule_ms_ = now + kScheduleEveryMs;
-    auto moved = queue_->EnqueueDueScheduled(kMaxMovePerTick);
+    auto moved = queue.EnqueueDueScheduled(kMaxMovePerTick);
     QueueResult(moved.status());
     if (moved.ok() && *moved > 0) LOG_DEBUG("%lld scheduled job(s) now active", static_cast<long long>(*moved));
   }
   if (now >= next_orphans_ms_) {
     next_orphans_ms_ = now + kOrphanPollMs;
-    auto requeued = queue_->RequeueOrphans(kConsumerTimeoutSeconds, kMaxMovePerTick);
+    auto requeued = queue.RequeueOrphans(kConsumerTimeoutSeconds, kMaxMovePerTick);
     QueueResult(requeued.status());
     if (requeued.ok() && *requeued > 0)
       LOG_WARN("requeued %lld job(s) of consumers whose heartbeat expired",
@@ -479,7 +527,9 @@ void Supervisor::QueueDuties() {
 void Supervisor::FailPendingJobs() {
   while (!pending_fails_.empty()) {
     PendingFail& f = pending_fails_.front();
-    auto res = queue_->FailInflight(f.consumer_key, config_.attempts, f.count_attempt);
+    // The worker's own generation: the queue it took the job from and the
+    // attempts it ran under.
+    auto res = f.gen->queue->FailInflight(f.consumer_key, f.gen->config->attempts, f.count_attempt);
     QueueResult(res.status());
     if (!res.ok()) return;  // retried next tick; orphan requeue is the backstop
     for (const auto& job : *res) {

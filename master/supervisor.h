@@ -4,10 +4,15 @@
 // bounded tick, and on each turn: handles signals (DESIGN §5 table in
 // common/signals.h), reaps dead workers (requeueing their in-flight jobs
 // with Attempt+1), respawns what died unasked (throttled when workers die
-// young), kills workers whose job ran past job_timeout, and does the queue
-// duties: heartbeats, scheduled -> active, orphan requeue. It never runs a
-// job and never blocks long: Redis calls have short timeouts and failures
-// are retried on later ticks.
+// young), kills workers whose job ran past job_timeout (retiring ones
+// too), and does the queue duties: heartbeats, scheduled -> active, orphan
+// requeue. It never runs a job and never blocks long: Redis calls have
+// short timeouts and failures are retried on later ticks.
+//
+// Reloads (SIGHUP) start a new generation; the old ones finish their jobs
+// with their own configuration and queue. At most kMaxGenerations are
+// alive at once: a reload beyond that kills the oldest generation's
+// workers (their jobs go back without an attempt counted).
 #ifndef DJINN_MASTER_SUPERVISOR_H_
 #define DJINN_MASTER_SUPERVISOR_H_
 
@@ -35,24 +40,38 @@ class Supervisor {
   int Run();
 
  private:
+  // One generation's configuration and queue handle: a worker keeps those
+  // of the generation it was started in until it ends, so heartbeats,
+  // job_timeout and the requeue of its jobs use what the worker itself
+  // uses, even after a reload changed them.
+  struct Generation {
+    int number = 0;
+    std::shared_ptr<const Config> config;
+    std::shared_ptr<Queue> queue;
+  };
+  // The process table, the single source of truth about workers (as
+  // gunicorn's WORKERS and nginx's ngx_processes[]): a slot is filled when
+  // a worker of the current generation with that number is not retiring.
   struct Proc {
     pid_t pid = -1;
     int number = 0;            // slot number, 1-based
-    int generation = 0;
+    std::shared_ptr<const Generation> gen;
     size_t board = 0;          // scoreboard entry
     std::string consumer_key;
     int64_t spawned_ms = 0;
     int64_t term_ms = 0;       // when we sent SIGTERM (0: not sent)
+    int64_t kill_at_ms = 0;    // SIGKILL due then (0: none): job_timeout grace
     bool killed = false;       // we sent SIGKILL
-    bool timed_out = false;    // for job_timeout
+    bool timed_out = false;    // its job ran past job_timeout
     bool retiring = false;     // asked to stop (reload, TTOU, shutdown)
   };
-  struct Slot {
-    pid_t pid = -1;            // -1: empty
+  // Respawn throttling of a slot: not a pid, only its recent history.
+  struct SlotThrottle {
     int fails = 0;             // consecutive young deaths
     int64_t next_spawn_ms = 0;
   };
   struct PendingFail {
+    std::shared_ptr<const Generation> gen;
     std::string consumer_key;
     std::string who;           // "worker 2 (pid 123)" for the log
     std::string cause;
@@ -64,29 +83,33 @@ class Supervisor {
   void WaitForEvents(int timeout_ms);
   void HandleSignals();
   void Reload();
+  void BoundGenerations();
   void ReapWorkers();
   void OnWorkerExit(Proc& proc, int status);
   void ManageWorkers();
   void SpawnWorker(int number);
   void RetireWorker(Proc& proc, const char* why);
+  void KillWorker(Proc& proc);
   void CheckJobTimeouts();
   void StopTick();
   void QueueDuties();
   void FailPendingJobs();
   void QueueResult(const Status& st);
-  int LiveCount() const;
+  bool SlotFilled(int number) const;
   size_t FreeBoardEntry() const;
+  const Config& config() const { return *gen_->config; }
 
-  Config config_;
-  int generation_ = 1;
+  std::shared_ptr<const Generation> gen_;  // the current generation
   int desired_ = 0;
   std::map<pid_t, Proc> procs_;
-  std::vector<Slot> slots_;  // index = number - 1, current generation
+  std::vector<SlotThrottle> throttle_;  // index = slot number - 1
   std::vector<PendingFail> pending_fails_;
   std::unique_ptr<Scoreboard> board_;
-  std::unique_ptr<Queue> queue_;
   PidFile pidfile_;
   UniqueFd sig_read_, sig_write_;
+  // The life pipe: nobody writes it; workers hold the read end, only the
+  // master the write end, so the master's death is end of file for them.
+  UniqueFd life_read_, life_write_;
   bool stopping_ = false;
   bool fast_stop_ = false;
   int64_t stop_deadline_ms_ = 0;

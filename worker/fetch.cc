@@ -42,7 +42,7 @@ constexpr size_t kMaxShownUrl = 1024;
 std::string ReadWholeFile(const std::string& path, Status* status) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
-    *status = Status::FromErrno(path, errno, Status::Kind::kTransient);
+    *status = Status::FromErrno(path, errno, Status::Kind::kUnavailable);
     return "";
   }
   std::string out;
@@ -51,7 +51,7 @@ std::string ReadWholeFile(const std::string& path, Status* status) {
     ssize_t n = read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      *status = Status::FromErrno(path, errno, Status::Kind::kTransient);
+      *status = Status::FromErrno(path, errno, Status::Kind::kUnavailable);
       return "";
     }
     if (n == 0) break;
@@ -231,6 +231,7 @@ bool Transfer::CheckRedirect() {
 }
 
 void UpdateProgress(Transfer* t, bool force_log) {
+  if (t->hooks->keep_alive) t->hooks->keep_alive();
   Clock::time_point now = Clock::now();
   double secs = std::chrono::duration<double>(now - t->start).count();
   if (t->hooks->set_progress &&
@@ -546,8 +547,11 @@ void PartFile::Discard() {
 std::string PartFile::PartPath() const { return dir_path_ + "/" + part_; }
 
 Status PartFile::Err(const std::string& what, int err) {
-  // Disk and local I/O problems are ours, not the user's: retry.
-  return Status::FromErrno(what, err, Status::Kind::kTransient);
+  // The store is our dependency, not the user's: the job waits for it
+  // without an attempt counted. A full disk or quota may be this image's
+  // own doing (too big for what is left), so that one counts.
+  bool full = err == ENOSPC || err == EDQUOT;
+  return Status::FromErrno(what, err, full ? Status::Kind::kTransient : Status::Kind::kUnavailable);
 }
 
 // Asks the kernel to start writing the newest window and waits for the one
@@ -580,7 +584,7 @@ std::string FetchTarget::Path() const {
 Status InitFetch() {
   std::call_once(g_curl_once, [] { g_curl_init = curl_global_init(CURL_GLOBAL_DEFAULT); });
   if (g_curl_init != CURLE_OK)
-    return Status::Transient(std::string("curl_global_init: ") + curl_easy_strerror(g_curl_init));
+    return Status::Unavailable(std::string("curl_global_init: ") + curl_easy_strerror(g_curl_init));
   return Status::Ok();
 }
 

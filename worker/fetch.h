@@ -56,7 +56,9 @@
 //     remote file, redirect to a forbidden scheme or too many redirects,
 //     refused address, bad certificate or host key, malformed URL.
 //   kTransient: timeouts, connection refused or reset, DNS failure, HTTP 5xx,
-//     408 and 429, local disk errors.
+//     408 and 429, a full disk or quota (the image may be what fills it).
+//   kUnavailable: the store itself failing (permissions, read-only, I/O
+//     errors): a dependency of ours, not the job's fault.
 //
 // Two deliveries of one download racing (an orphan requeue while the first
 // worker still runs, a producer enqueuing twice): PartFile::Reserve()
@@ -101,7 +103,7 @@ struct FetchOptions {
 
 // Options from the configuration: timeout, the smaller non-zero of
 // download.max_size and store.limit, allow_private, known_hosts, and the CA
-// bundle (system bundle + download.ca, read now). kTransient when
+// bundle (system bundle + download.ca, read now). kUnavailable when
 // download.ca cannot be read (an operator problem: jobs wait for a fix).
 Result<FetchOptions> FetchOptionsFromConfig(const Config& config);
 
@@ -117,6 +119,9 @@ struct FetchHooks {
   std::string log_prefix;  // starts progress log lines ("job 42")
   // Short progress for the process title ("42%", "12.0 MiB"); may be empty.
   std::function<void(const std::string&)> set_progress;
+  // Called on every progress callback of the transfer (libcurl makes one
+  // at least about once a second, stalled or not); may be empty.
+  std::function<void()> keep_alive;
 };
 
 struct FetchResult {
@@ -127,8 +132,8 @@ struct FetchResult {
 
 // The temporary file of one target: Reserve() it, then Fetch() into it.
 // The destructor (or Discard) removes the .part unless it was committed.
-// Errors are kTransient (local disk trouble) except unsafe names
-// (kPermanent).
+// Errors are kUnavailable (the store failing), kTransient for a full disk
+// or quota and "another delivery is writing", kPermanent for unsafe names.
 class PartFile {
  public:
   PartFile() = default;

@@ -10,6 +10,8 @@
 //   kTransient  -> retry with backoff; when ctx.last_attempt the handler
 //                  should record the error and return kPermanent instead
 //   kPoison     -> dead set at once (arguments unusable)
+//   kUnavailable -> a dependency of ours failed, not the job: given back
+//                  with no attempt counted; the worker holds back
 #ifndef DJINN_WORKER_JOB_H_
 #define DJINN_WORKER_JOB_H_
 
@@ -31,6 +33,10 @@ struct JobContext {
   bool last_attempt = false;
   // Shows a short state in the worker's process title ("42%").
   std::function<void(const std::string&)> set_progress;
+  // Call at least every few seconds during long work (cheap: it does
+  // something at most once a second): lets the worker notice that its
+  // master died and keep its claim on the job alive meanwhile.
+  std::function<void()> keep_alive;
 };
 
 class JobHandler {

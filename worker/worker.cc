@@ -1,6 +1,7 @@
 #include "worker/worker.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -24,6 +25,13 @@ namespace {
 
 constexpr int kMaxBackoffMs = 5000;  // Redis down: retry at most this far apart
 constexpr int kWorkerRedisTimeoutMs = 5000;
+// A dependency of ours down (kUnavailable): one trial job after this,
+// doubling up to the cap, while the others wait in the queue.
+constexpr int64_t kHoldBackMinMs = 1000;
+constexpr int64_t kHoldBackMaxMs = 30000;
+// An orphan (master gone) heartbeats its own consumer key this often while
+// it finishes its job: well inside curlyq's 120 s expiry.
+constexpr int64_t kOrphanHeartbeatMs = 5000;
 
 volatile sig_atomic_t g_stop = 0;
 volatile sig_atomic_t g_reopen = 0;
@@ -53,12 +61,20 @@ void InstallWorkerSignals() {
   sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-// Closes every inherited fd but stdio and the log: other workers' state,
-// the pidfile lock, the master's Redis connection.
-void CloseInheritedFds() {
-  int keep = Log::Fd();
-  if (keep > 3) syscall(SYS_close_range, 3u, static_cast<unsigned>(keep - 1), 0u);
-  syscall(SYS_close_range, static_cast<unsigned>(std::max(keep + 1, 3)), ~0u, 0u);
+// Closes every inherited fd but stdio, the log and the read end of the
+// master's life pipe: other workers' state, the pidfile lock, the master's
+// Redis connection, and the life pipe's write end (held by the master
+// alone, so that its death reads as end of file here).
+void CloseInheritedFds(int life_fd) {
+  int keep[2] = {Log::Fd(), life_fd};
+  if (keep[0] > keep[1]) std::swap(keep[0], keep[1]);
+  unsigned from = 3;
+  for (int k : keep) {
+    if (k < static_cast<int>(from)) continue;
+    if (k > static_cast<int>(from)) syscall(SYS_close_range, from, static_cast<unsigned>(k - 1), 0u);
+    from = static_cast<unsigned>(k) + 1;
+  }
+  syscall(SYS_close_range, from, ~0u, 0u);
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) {
     dup2(devnull, STDIN_FILENO);
@@ -76,7 +92,7 @@ void CloseInheritedFds() {
   // died before prctl.
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != params.master_pid) _exit(kExitWorkerOrphan);
-  CloseInheritedFds();
+  CloseInheritedFds(params.life_fd);
   SetProcTitle("djinn-consumer: worker " + std::to_string(params.number) + " starting");
 
   const Config& cfg = *params.config;
@@ -92,6 +108,11 @@ void CloseInheritedFds() {
     _exit(kExitWorkerSandbox);
   }
   LOG_DEBUG("sandbox applied (%s)", notes.c_str());
+  // The kernel clears the parent-death signal when a process changes its
+  // uid or gid (the drop above): set it again, and look again whether the
+  // master died meanwhile.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != params.master_pid) _exit(kExitWorkerOrphan);
 
   Worker worker(params, OpenQueue(cfg, kWorkerRedisTimeoutMs));
   _exit(worker.Run());
@@ -111,6 +132,11 @@ int Worker::Run() {
   std::string pending_ack;
   while (!g_stop) {
     ReopenLogIfAsked();
+    if (MasterGone()) {
+      LOG_WARN("master (pid %d) is gone; leaving", static_cast<int>(p_.master_pid));
+      break;
+    }
+    if (!MayTakeJob()) continue;
     if (queue_down_) {
       // Back from an outage? The reply of the call that failed may have
       // been lost after Redis ran it: a job taken that we never saw would
@@ -158,7 +184,82 @@ int Worker::Run() {
   else if (Status st = queue_->Unregister(p_.consumer_key); !st.ok())
     LOG_WARN("unregister: %s", st.message().c_str());
   LOG_DEBUG("stopped");
-  return kExitOk;
+  return MasterGone() ? kExitWorkerOrphan : kExitOk;
+}
+
+bool Worker::MasterGone() {
+  if (master_gone_) return true;
+  bool gone = getppid() != p_.master_pid;
+  if (!gone && p_.life_fd >= 0) {
+    // Nobody writes the pipe: readable means end of file, the master's end
+    // closed (it died, whatever PR_SET_PDEATHSIG did or did not do).
+    struct pollfd pfd = {p_.life_fd, POLLIN, 0};
+    gone = poll(&pfd, 1, 0) > 0;
+  }
+  master_gone_ = gone;
+  return gone;
+}
+
+void Worker::KeepAlive() {
+  int64_t now = MonotonicMs();
+  if (now - last_alive_check_ms_ < 1000) return;
+  last_alive_check_ms_ = now;
+  if (!MasterGone()) return;
+  if (last_orphan_heartbeat_ms_ == 0)
+    LOG_WARN("master (pid %d) is gone; finishing job %s, heartbeating consumer %s myself",
+             static_cast<int>(p_.master_pid), job_id_.c_str(), p_.consumer_key.c_str());
+  if (now - job_start_ms_ >= int64_t{config_.job_timeout} * 1000) {
+    // Nobody else enforces job_timeout now. Leave the job in flight: once
+    // our heartbeats stop, any consumer requeues it (curlyq's expiry).
+    LOG_ERROR("job %s ran past job_timeout %ds with no master; exiting, the job is requeued "
+              "when consumer %s expires",
+              job_id_.c_str(), config_.job_timeout, p_.consumer_key.c_str());
+    _exit(kExitWorkerOrphan);
+  }
+  if (last_orphan_heartbeat_ms_ == 0 || now - last_orphan_heartbeat_ms_ >= kOrphanHeartbeatMs) {
+    last_orphan_heartbeat_ms_ = now;
+    if (Status st = queue_->Heartbeat({p_.consumer_key}); !st.ok())
+      LOG_WARN("heartbeat of %s: %s", p_.consumer_key.c_str(), st.message().c_str());
+  }
+}
+
+bool Worker::MayTakeJob() {
+  if (!hold_.on) return true;
+  int64_t wait = hold_.next_trial_ms - MonotonicMs();
+  if (wait <= 0) return true;
+  // Short naps: a stop, a log reopen or the master's death is seen at once.
+  int64_t nap = std::min<int64_t>(wait, 200);
+  struct timespec ts = {static_cast<time_t>(nap / 1000), static_cast<long>(nap % 1000) * 1000000};
+  nanosleep(&ts, nullptr);
+  return false;
+}
+
+void Worker::HoldBack(const Envelope& env, const std::string& name, const Status& st) {
+  Status rs = queue_->Release(p_.consumer_key, env.id);
+  if (!rs.ok())
+    LOG_ERROR("job %s: cannot give it back: %s; it stays in flight and goes back when redis answers",
+              env.id.c_str(), rs.message().c_str());
+  int64_t now = MonotonicMs();
+  if (!hold_.on) {
+    hold_ = HoldState{true, now, 0, kHoldBackMinMs, 0, st.message()};
+    LOG_ERROR("job %s (%s): %s; a dependency is unavailable: holding jobs back (given back, no "
+              "attempt counted) until it answers",
+              env.id.c_str(), name.c_str(), st.message().c_str());
+  } else {
+    hold_.delay_ms = std::min(hold_.delay_ms * 2, kHoldBackMaxMs);
+    LOG_DEBUG("job %s: %s; given back", env.id.c_str(), st.message().c_str());
+  }
+  hold_.held++;
+  hold_.next_trial_ms = now + hold_.delay_ms;
+  Title("held back: dependency unavailable");
+}
+
+void Worker::DependencyAnswered() {
+  if (!hold_.on) return;
+  LOG_WARN("dependency available again after %llds (it was: %s); %lld job(s) held back meanwhile",
+           static_cast<long long>((MonotonicMs() - hold_.since_ms) / 1000),
+           hold_.first_error.c_str(), static_cast<long long>(hold_.held));
+  hold_ = HoldState{};
 }
 
 void Worker::ReopenLogIfAsked() {
@@ -208,10 +309,14 @@ std::string Worker::RunJob(const RawJob& raw) {
   } else if (auto it = jobs_.find(job->name); it == jobs_.end()) {
     Finish(e, name, Status::Poison("unknown job \"" + job->name + "\""), &ack);
   } else {
+    job_id_ = e.id;
+    job_start_ms_ = MonotonicMs();
     JobContext ctx{config_, e, RetriesExhausted(e, config_.attempts),
                    [this, &name, &e](const std::string& progress) {
                      Title("busy " + name + " " + e.id + " " + progress);
-                   }};
+                     KeepAlive();
+                   },
+                   [this] { KeepAlive(); }};
     Status st = it->second->Run(*job, ctx);
     Finish(e, name, st, &ack);
   }
@@ -221,7 +326,11 @@ std::string Worker::RunJob(const RawJob& raw) {
 
 void Worker::Finish(const Envelope& env, const std::string& name, const Status& st,
                     std::string* ack) {
+  if (!st.unavailable() && !st.poison()) DependencyAnswered();
   switch (st.kind()) {
+    case Status::Kind::kUnavailable:
+      HoldBack(env, name, st);
+      return;
     case Status::Kind::kOk:
       LOG_DEBUG("job %s (%s): done", env.id.c_str(), name.c_str());
       *ack = env.id;

@@ -8,6 +8,19 @@
 // It publishes busy/idle on the master's scoreboard (common/scoreboard.h).
 // SIGTERM: finish the current job, ack it, unregister, exit 0.
 // SIGUSR1: reopen the log file. Terminal signals are ignored.
+//
+// Dependency outages: a job whose handler reports kUnavailable (PostgreSQL,
+// the store, a configured file) is given back to the head of the queue
+// with no attempt counted, and the worker holds back: it waits 1 s, then
+// takes one trial job, doubling the wait up to 30 s while trials keep
+// failing. One line is logged when an outage starts and one when it ends.
+//
+// The master's death: the worker holds the read end of a pipe whose write
+// end only the master holds (and PR_SET_PDEATHSIG, set again after the
+// privilege drop). Idle, it leaves at once. Busy, it finishes the job
+// while heartbeating its own consumer key, so no other consumer requeues
+// the job meanwhile; past job_timeout it exits and leaves the job in
+// flight for orphan requeue. Either way it exits with kExitWorkerOrphan.
 #ifndef DJINN_WORKER_WORKER_H_
 #define DJINN_WORKER_WORKER_H_
 
@@ -32,6 +45,7 @@ struct WorkerParams {
   pid_t master_pid = 0;
   bool test_jobs = false;       // register the test suite's jobs
   int idle_wait_ms = 1000;      // longest idle wait on Q:active (bounds stop latency)
+  int life_fd = -1;             // read end of the master's life pipe (-1: none)
 };
 
 // Runs in the child right after fork(); never returns.
@@ -53,6 +67,14 @@ class Worker {
               std::string* ack);
   void Retry(const Envelope& env, const std::string& reason);
   void Kill(const Envelope& env, const std::string& reason);
+  void HoldBack(const Envelope& env, const std::string& name, const Status& st);
+  void DependencyAnswered();
+  // False (after a short sleep) while holding back before the next trial.
+  bool MayTakeJob();
+  bool MasterGone();
+  // Called often during a job: notices a vanished master and then keeps
+  // our claim on the job alive (or gives up past job_timeout).
+  void KeepAlive();
   void QueueDown(const Status& st);
   void QueueUp();
   void Backoff();
@@ -65,6 +87,20 @@ class Worker {
   bool queue_down_ = false;
   int backoff_ms_ = 0;
   std::string title_prefix_;
+  // A dependency outage (kUnavailable) in progress.
+  struct HoldState {
+    bool on = false;
+    int64_t since_ms = 0;       // monotonic
+    int64_t next_trial_ms = 0;  // monotonic
+    int64_t delay_ms = 0;
+    int64_t held = 0;           // jobs given back during it
+    std::string first_error;
+  } hold_;
+  bool master_gone_ = false;
+  int64_t job_start_ms_ = 0;
+  std::string job_id_;
+  int64_t last_alive_check_ms_ = 0;
+  int64_t last_orphan_heartbeat_ms_ = 0;
 };
 
 }  // namespace djinn

@@ -99,7 +99,7 @@ TEST(PgClient, DoesNotConnectUntilUsed) {
   EXPECT_FALSE(db.connected());
 }
 
-TEST(PgClient, UnreachableServerFailsTransientlyThenFastDuringBackoff) {
+TEST(PgClient, UnreachableServerIsUnavailableThenFailsFastDuringBackoff) {
   DatabaseConfig c;
   c.addr = "127.0.0.1:1";  // nothing listens on port 1
   PgOptions o;
@@ -108,7 +108,7 @@ TEST(PgClient, UnreachableServerFailsTransientlyThenFastDuringBackoff) {
   PgClient db(c, o);
   auto first = db.Exec("SELECT 1", {});
   ASSERT_FALSE(first.ok());
-  EXPECT_TRUE(first.status().transient());
+  EXPECT_TRUE(first.status().unavailable());
   EXPECT_NE(first.status().message().find("database: cannot connect to 127.0.0.1:1/djinn"),
             std::string::npos)
       << first.status().message();
@@ -116,7 +116,7 @@ TEST(PgClient, UnreachableServerFailsTransientlyThenFastDuringBackoff) {
   auto second = db.Exec("SELECT 1", {});
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(100));
   ASSERT_FALSE(second.ok());
-  EXPECT_TRUE(second.status().transient());
+  EXPECT_TRUE(second.status().unavailable());
   EXPECT_NE(second.status().message().find("next attempt in"), std::string::npos)
       << second.status().message();
   db.Close();  // forgets the backoff

@@ -20,9 +20,12 @@
 // (kPermanent). A transient one (timeout, refused connection, HTTP 5xx) is
 // returned as kTransient and retried with the row untouched but for
 // started_at, except on the job's last attempt, when it is recorded and
-// the job acked like a permanent one. The database being unavailable is
-// always transient: nothing can be recorded then; on the last attempt the
-// job goes to the dead set (not lost) and the log says why.
+// the job acked like a permanent one. Our own dependencies failing (the
+// database unreachable, the store unwritable, download.ca unreadable) is
+// kUnavailable: nothing is recorded, the job goes back with no attempt
+// counted, and the worker holds back until the dependency answers
+// (worker/worker.h). Other database errors (permission denied) are
+// transient: retried, counted.
 //
 // Every statement is idempotent, so a PostgreSQL restart in the middle
 // (PgClient re-sends once on a fresh connection) or a second delivery of
@@ -78,9 +81,10 @@ std::string Shown(const std::string& s) {
 class DownloadJob : public JobHandler {
  public:
   explicit DownloadJob(const Config& config)
-      : store_(config.store.path), db_(config.database), options_(LoadOptions(config)) {
+      : config_(config), store_(config.store.path), db_(config.database),
+        options_(LoadOptions(config)) {
     if (!options_.ok())
-      LOG_ERROR("download_job: %s; downloads fail (and are retried) until this is fixed",
+      LOG_ERROR("download_job: %s; downloads wait (held back, not failed) until this is fixed",
                 options_.status().message().c_str());
   }
 
@@ -125,7 +129,12 @@ class DownloadJob : public JobHandler {
       return Finish(
           id, ctx, Status::Permanent("image hash \"" + Shown(hash) + "\" is not a safe file name"));
 
-    // 3.
+    // 3. Options that failed to load (download.ca unreadable) are loaded
+    // again: the operator may have fixed the file meanwhile.
+    if (!options_.ok()) {
+      options_ = LoadOptions(config_);
+      if (options_.ok()) LOG_INFO("download_job: download options loaded");
+    }
     Status outcome;
     if (!options_.ok()) {
       outcome = options_.status();
@@ -136,7 +145,7 @@ class DownloadJob : public JobHandler {
       outcome = Reserve(target, id, prefix, ctx, &file, &done_elsewhere);
       if (done_elsewhere) return Status::Ok();
       if (outcome.ok()) {
-        FetchHooks hooks{prefix, ctx.set_progress};
+        FetchHooks hooks{prefix, ctx.set_progress, ctx.keep_alive};
         Result<FetchResult> got = Fetch(args->source, &file, *options_, hooks);
         if (got.ok()) {
           double mib_s =
@@ -147,6 +156,7 @@ class DownloadJob : public JobHandler {
         outcome = got.status();
       }
     }
+    if (outcome.unavailable()) return outcome;  // ours: nothing to record
     if (outcome.transient() && !ctx.last_attempt) return outcome;
     // 4.
     return Finish(id, ctx, outcome);
@@ -213,10 +223,12 @@ class DownloadJob : public JobHandler {
   }
 
   static Status DatabaseDown(const Status& st) {
-    // Never the user's fault, and nothing can be recorded: retry.
-    return Status::Transient(st.message());
+    // Never the user's fault, and nothing can be recorded: unreachable is
+    // an outage (kUnavailable); another error (permission denied) retries.
+    return st.unavailable() ? st : Status::Transient(st.message());
   }
 
+  const Config& config_;
   std::string store_;
   PgClient db_;
   Result<FetchOptions> options_;

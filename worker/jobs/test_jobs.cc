@@ -6,6 +6,9 @@
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "worker/job.h"
 
 namespace djinn {
@@ -13,11 +16,17 @@ namespace {
 
 class SleepJob : public JobHandler {
  public:
-  Status Run(const DecodedJob& job, JobContext&) override {
+  Status Run(const DecodedJob& job, JobContext& ctx) override {
     const auto* args = std::get_if<TestArgs>(&job.args);
-    int64_t ms = args ? args->ms : 0;
-    struct timespec ts = {static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0) {
+    int64_t left = args ? args->ms : 0;
+    // In slices, calling keep_alive as a real job's progress does.
+    while (left > 0) {
+      int64_t ms = std::min<int64_t>(left, 100);
+      struct timespec ts = {0, static_cast<long>(ms) * 1000000};
+      while (nanosleep(&ts, &ts) != 0) {
+      }
+      left -= ms;
+      if (ctx.keep_alive) ctx.keep_alive();
     }
     return Status::Ok();
   }
