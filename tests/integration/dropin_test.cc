@@ -16,6 +16,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/queue_fixture.h"
 #include "tests/harness/redis_client.h"
 
 namespace djinn::testing {
@@ -43,40 +44,7 @@ std::string StatusField(pid_t pid, const std::string& field) {
   return status.substr(start, status.find('\n', start) - start);
 }
 
-class DropInTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    redis_ = new RedisServer();
-    redis_->Start();
-  }
-  static void TearDownTestSuite() {
-    delete redis_;
-    redis_ = nullptr;
-  }
-  void SetUp() override {
-    client_ = std::make_unique<RedisClient>(redis_->port());
-    client_->Cmd({"FLUSHALL"});
-  }
-
-  static DaemonOptions Opts(int workers) {
-    DaemonOptions o;
-    o.workers = workers;
-    o.redis_addr = redis_->addr();
-    return o;
-  }
-  bool Gone(const std::string& id) { return client_->Int({"HEXISTS", "jobs:data", id}) == 0; }
-  bool Dead(const std::string& id) { return client_->Str({"ZSCORE", "jobs:dead", id}) != ""; }
-  int64_t Blocked() {
-    std::string info = client_->Str({"INFO", "clients"});
-    size_t at = info.find("blocked_clients:");
-    return at == std::string::npos ? -1 : std::stoll(info.substr(at + 16));
-  }
-
-  static RedisServer* redis_;
-  std::unique_ptr<RedisClient> client_;
-};
-
-RedisServer* DropInTest::redis_ = nullptr;
+class DropInTest : public QueueFixture {};
 
 // ------------------------------------------------ waking on both producers
 

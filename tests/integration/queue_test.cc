@@ -13,6 +13,7 @@
 #include "common/envelope.h"
 #include "tests/harness/daemon.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/queue_fixture.h"
 #include "tests/harness/redis_client.h"
 
 namespace djinn::testing {
@@ -20,40 +21,7 @@ namespace {
 
 using std::chrono::seconds;
 
-class QueueTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    redis_.Start();
-    client_ = std::make_unique<RedisClient>(redis_.port());
-  }
-  DaemonOptions Opts(int workers = 1) {
-    DaemonOptions o;
-    o.workers = workers;
-    o.redis_addr = redis_.addr();
-    return o;
-  }
-  void Push(const std::string& id, const std::string& json, int64_t attempt = 0) {
-    client_->PushLikeCurlyq("jobs", id, JsonJobEnvelope(id, json, attempt));
-  }
-  bool Gone(const std::string& id) { return client_->Int({"HEXISTS", "jobs:data", id}) == 0; }
-  bool Dead(const std::string& id) { return client_->Str({"ZSCORE", "jobs:dead", id}) != ""; }
-  Envelope Stored(const std::string& id) {
-    auto env = DecodeEnvelope(client_->Str({"HGET", "jobs:data", id}));
-    EXPECT_TRUE(env.ok()) << env.status().message();
-    return env.ok() ? *env : Envelope{};
-  }
-  // Nothing left in any key of the queue but the consumer bookkeeping.
-  void ExpectQueueEmpty() {
-    EXPECT_EQ(client_->Int({"LLEN", "jobs:active"}), 0);
-    EXPECT_EQ(client_->Int({"HLEN", "jobs:data"}), 0);
-    EXPECT_EQ(client_->Int({"ZCARD", "jobs:scheduled"}), 0);
-    EXPECT_EQ(client_->Int({"ZCARD", "jobs:dead"}), 0);
-    for (const auto& key : client_->List({"KEYS", "jobs:inflight:*"}))
-      EXPECT_EQ(client_->Int({"SCARD", key}), 0) << key;
-  }
-  RedisServer redis_;
-  std::unique_ptr<RedisClient> client_;
-};
+class QueueTest : public QueueFixture {};
 
 // Waits until a worker's title says it is busy with `what` ("sleep q-1");
 // returns its pid, or -1 after the deadline.
@@ -230,11 +198,11 @@ TEST_F(QueueTest, RedisRestartMidRunLosesAndDuplicatesNothing) {
       << d.Log();
   // Stop Redis mid-run, keeping its data (as a restart of a persistent
   // Redis would), and bring it back on the same port.
-  redis_.Cli({"SHUTDOWN", "SAVE"});  // no reply: the server is gone
-  redis_.Stop();
+  redis_->Cli({"SHUTDOWN", "SAVE"});  // no reply: the server is gone
+  redis_->Stop();
   ASSERT_TRUE(d.WaitForLog("queue unavailable")) << d.Log();
-  redis_.Start();
-  client_ = std::make_unique<RedisClient>(redis_.port());
+  redis_->Start();
+  Reconnect();
   ASSERT_TRUE(WaitFor([&] { return client_->Int({"HLEN", "jobs:data"}) == 0; }, seconds(60))) << d.Log();
   // Every job ran exactly once (the debug log names each done job).
   std::string log = d.Log();
@@ -315,7 +283,7 @@ TEST_F(QueueTest, RedisOutageDoesNotStopReapingOrSignals) {
   Daemon d(Opts(2));
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
-  redis_.Stop();
+  redis_->Stop();
   ASSERT_TRUE(d.WaitForLog("queue unavailable")) << d.Log();
   // Workers wait for Redis with a title that says so; find one and kill it.
   std::vector<pid_t> before = ChildrenOf(d.pid());

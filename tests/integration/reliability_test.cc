@@ -18,6 +18,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/queue_fixture.h"
 #include "tests/harness/redis_client.h"
 
 namespace djinn::testing {
@@ -53,48 +54,7 @@ std::string Qcow(const std::string& seed) {
   return s;
 }
 
-class ReliabilityTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    redis_ = new RedisServer();
-    redis_->Start();
-  }
-  static void TearDownTestSuite() {
-    delete redis_;
-    redis_ = nullptr;
-  }
-  void SetUp() override {
-    client_ = std::make_unique<RedisClient>(redis_->port());
-    client_->Cmd({"FLUSHALL"});
-  }
-  static DaemonOptions Opts(int workers) {
-    DaemonOptions o;
-    o.workers = workers;
-    o.redis_addr = redis_->addr();
-    return o;
-  }
-  void Push(const std::string& id, const std::string& json, int64_t attempt = 0,
-            const std::string& queue = "jobs") {
-    client_->PushLikeCurlyqV040(queue, id, JsonJobEnvelope(id, json, attempt));
-  }
-  bool Gone(const std::string& id, const std::string& queue = "jobs") {
-    return client_->Int({"HEXISTS", queue + ":data", id}) == 0;
-  }
-  bool Dead(const std::string& id) { return client_->Str({"ZSCORE", "jobs:dead", id}) != ""; }
-  bool Scheduled(const std::string& id) {
-    return client_->Str({"ZSCORE", "jobs:scheduled", id}) != "";
-  }
-  Envelope Stored(const std::string& id) {
-    auto env = DecodeEnvelope(client_->Str({"HGET", "jobs:data", id}));
-    EXPECT_TRUE(env.ok()) << env.status().message();
-    return env.ok() ? *env : Envelope{};
-  }
-
-  static RedisServer* redis_;
-  std::unique_ptr<RedisClient> client_;
-};
-
-RedisServer* ReliabilityTest::redis_ = nullptr;
+class ReliabilityTest : public QueueFixture {};
 
 // --------------------------------------------------- outages of our own
 
@@ -247,7 +207,7 @@ TEST_F(ReliabilityTest, RedisOutageWithJobsInFlightLosesAndCountsNothing) {
   ASSERT_TRUE(d.WaitForLog("queue unavailable")) << d.Log();
   std::this_thread::sleep_for(OutageLength(8));
   redis_->Start();
-  client_ = std::make_unique<RedisClient>(redis_->port());
+  Reconnect();
   for (int i = 0; i < 6; i++)
     ASSERT_TRUE(WaitFor([&] { return Gone("slow-" + std::to_string(i)); }, seconds(60))) << d.Log();
   std::string log = d.Log();
