@@ -236,9 +236,11 @@ bool Worker::MayTakeJob() {
 
 void Worker::HoldBack(const Envelope& env, const std::string& name, const Status& st) {
   Status rs = queue_->Release(p_.consumer_key, env.id);
-  if (!rs.ok())
-    LOG_ERROR("job %s: cannot give it back: %s; it stays in flight and goes back when redis answers",
+  if (!rs.ok()) {
+    LOG_ERROR("job %s: cannot give it back: %s; it goes back when redis answers",
               env.id.c_str(), rs.message().c_str());
+    QueueDown(rs);  // the next turn gives back what we hold (RecoverInflight)
+  }
   int64_t now = MonotonicMs();
   if (!hold_.on) {
     hold_ = HoldState{true, now, 0, kHoldBackMinMs, 0, st.message()};
@@ -347,9 +349,11 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
       // counted: it never ran) for a human to look at.
       LOG_ERROR("job %s: poison: %s; moved to dead set", env.id.c_str(), st.message().c_str());
       Status ks = queue_->KillRaw(p_.consumer_key, env.id);
-      if (!ks.ok())
-        LOG_ERROR("job %s: cannot move to dead set: %s; it stays in flight and will be requeued",
-                  env.id.c_str(), ks.message().c_str());
+      if (!ks.ok()) {
+        LOG_ERROR("job %s: cannot move to dead set: %s; it goes back to the queue when redis "
+                  "answers", env.id.c_str(), ks.message().c_str());
+        QueueDown(ks);
+      }
       return;
     }
   }
@@ -366,9 +370,13 @@ void Worker::Retry(const Envelope& env, const std::string& reason) {
   LOG_WARN("job %s: %s; retry %lld/%d in %.0fs", env.id.c_str(), reason.c_str(),
            static_cast<long long>(next.attempt), config_.attempts, delay);
   Status st = queue_->Retry(p_.consumer_key, next, delay);
-  if (!st.ok())
-    LOG_ERROR("job %s: cannot schedule retry: %s; it stays in flight and will be requeued",
+  if (!st.ok()) {
+    // Given back when Redis answers, attempt unchanged: the outage is not
+    // the job's fault, so this try is not counted.
+    LOG_ERROR("job %s: cannot schedule retry: %s; it goes back to the queue when redis answers",
               env.id.c_str(), st.message().c_str());
+    QueueDown(st);
+  }
 }
 
 void Worker::Kill(const Envelope& env, const std::string& reason) {
@@ -376,9 +384,11 @@ void Worker::Kill(const Envelope& env, const std::string& reason) {
   next.attempt = NextAttempt(env);
   LOG_ERROR("job %s: %s; moved to dead set", env.id.c_str(), reason.c_str());
   Status st = queue_->Kill(p_.consumer_key, next);
-  if (!st.ok())
-    LOG_ERROR("job %s: cannot move to dead set: %s; it stays in flight and will be requeued",
+  if (!st.ok()) {
+    LOG_ERROR("job %s: cannot move to dead set: %s; it goes back to the queue when redis answers",
               env.id.c_str(), st.message().c_str());
+    QueueDown(st);
+  }
 }
 
 void Worker::QueueDown(const Status& st) {
