@@ -351,10 +351,10 @@ TEST_F(ReliabilityTest, TtouThenTtinInOneBurstSettlesAtTheConfiguredCount) {
   Daemon d(Opts(3));
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(3)) << d.Log();
-  for (int i = 0; i < 3; i++) {
-    ASSERT_TRUE(d.Signal(SIGTTOU));
-    ASSERT_TRUE(d.Signal(SIGTTIN));
-  }
+  // One of each: the same signal sent twice before the master reads it is
+  // one signal (POSIX), but a TTOU and a TTIN always both arrive.
+  ASSERT_TRUE(d.Signal(SIGTTOU));
+  ASSERT_TRUE(d.Signal(SIGTTIN));
   // The retired ones leave and are replaced: three children, no stray.
   ASSERT_TRUE(WaitFor([&] {
     return ChildrenOf(d.pid()).size() == 3 && d.Workers().size() == 3;
