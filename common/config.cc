@@ -150,6 +150,13 @@ const std::vector<Param>& Params() {
       {"download.allow_private", Type::kBool, 0, 0, BOOL(download.allow_private)},
       {"download.ca", Type::kString, 0, 0, FILE(download.ca)},
       {"download.known_hosts", Type::kString, 0, 0, FILE(download.known_hosts)},
+      {"webhooks", Type::kGroup, 0, 0, nullptr},
+      {"webhooks.timeout", Type::kDuration, 1, 3600, NUM(webhooks.timeout)},
+      {"webhooks.attempts", Type::kInt, 0, 100, NUM(webhooks.attempts)},
+      {"webhooks.allow_private", Type::kBool, 0, 0, BOOL(webhooks.allow_private)},
+      {"webhooks.ca", Type::kString, 0, 0, FILE(webhooks.ca)},
+      {"webhooks.api_server", Type::kString, 0, 0, STR(webhooks.api_server)},
+      {"webhooks.workers", Type::kInt, 1, 64, NUM(webhooks.workers)},
       {"crypto", Type::kGroup, 0, 0,
        [](Config* c, const Value&) { c->crypto.set = true; return std::string(); }},
       {"crypto.auth", Type::kString, 0, 0, STR(crypto.auth)},
@@ -671,6 +678,14 @@ std::string FormatConfig(const Config& c, bool redact) {
   if (!c.download.ca.empty()) o << "  ca = " << Quote(c.download.ca) << ";\n";
   if (!c.download.known_hosts.empty())
     o << "  known_hosts = " << Quote(c.download.known_hosts) << ";\n";
+  o << "};\n";
+  o << "webhooks = {\n";
+  o << "  timeout = " << c.webhooks.timeout << ";\n";
+  o << "  attempts = " << c.webhooks.attempts << ";\n";
+  o << "  allow_private = " << (c.webhooks.allow_private ? "true" : "false") << ";\n";
+  if (!c.webhooks.ca.empty()) o << "  ca = " << Quote(c.webhooks.ca) << ";\n";
+  if (!c.webhooks.api_server.empty()) o << "  api_server = " << Quote(c.webhooks.api_server) << ";\n";
+  o << "  workers = " << c.webhooks.workers << ";\n";
   o << "};\n";
   if (c.crypto.set) {
     o << "crypto = {\n";

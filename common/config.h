@@ -54,6 +54,16 @@ struct RedisConfig {
 // Djinn's `crypto` block: block and salt key the AES-GCM of webhook
 // secrets (DESIGN §4b). Optional here; when given, block must be 16, 24 or
 // 32 bytes and salt non-empty, as Djinn checks.
+// The `images` webhook (DESIGN §4b); on when crypto is set.
+struct WebhooksConfig {
+  int timeout = 60;            // seconds for one delivery (Go: one minute)
+  int attempts = 5;            // retries of a transport error or 5xx
+  bool allow_private = false;  // allow loopback/private receivers
+  std::string ca;              // extra CA bundle for https receivers
+  std::string api_server;      // the image url's base; "" = $DJINN_API_SERVER
+  int workers = 1;             // delivery workers (not taken from downloads)
+};
+
 struct CryptoConfig {
   bool set = false;
   std::string auth, block, hash, salt;
@@ -94,6 +104,7 @@ struct Config {
   StoreConfig store;
   DownloadConfig download;
   CryptoConfig crypto;
+  WebhooksConfig webhooks;
 };
 
 Result<Config> LoadConfig(const std::string& path);

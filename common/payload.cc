@@ -52,7 +52,8 @@ std::optional<Json> ParseJsonObject(std::string_view data) {
     if (event == Json::parse_event_t::key) {
       return depth == 1 && parsed.is_string() &&
              (parsed == "job" || parsed == "id" || parsed == "image_id" || parsed == "source" ||
-              parsed == "ms");
+              parsed == "ms" || parsed == "webhook_id" || parsed == "event_id" ||
+              parsed == "body");
     }
     return depth <= 1;
   };
@@ -104,6 +105,18 @@ Result<DecodedJob> JobFromJson(const Json& obj) {
     TestArgs args;
     if (Status s = JsonInt64(obj, "ms", false, &args.ms); !s.ok()) return s;
     return DecodedJob{name, args};
+  }
+  if (name == "webhook") {
+    WebhookArgs args;
+    if (Status s = JsonInt64(obj, "webhook_id", true, &args.webhook_id); !s.ok()) return s;
+    auto event = obj.find("event_id");
+    auto body = obj.find("body");
+    if (event == obj.end() || !event->is_string() || event->get_ref<const std::string&>().size() != 36)
+      return JsonError("\"event_id\" must be a 36-character UUID string");
+    if (body == obj.end() || !body->is_string()) return JsonError("\"body\" must be a string");
+    args.event_id = event->get<std::string>();
+    args.body = body->get<std::string>();
+    return DecodedJob{name, std::move(args)};
   }
   if (name != "download_job") {
     return Status::Poison("unknown job \"" + Printable(name) + "\"");

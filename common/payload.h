@@ -34,9 +34,19 @@ struct TestArgs {
   int64_t ms = 0;
 };
 
+// webhook: one delivery of an `images` event to one namespace webhook, on
+// our own queue <queue>_webhooks (never on Djinn's `jobs`: Go consumers
+// there would not know it). The body is made when the download ends.
+//   JSON: {"job":"webhook","webhook_id":7,"event_id":"<uuid>","body":"..."}
+struct WebhookArgs {
+  int64_t webhook_id = 0;
+  std::string event_id;  // 36-character UUID text
+  std::string body;      // the exact bytes to post
+};
+
 struct DecodedJob {
-  std::string name;  // "ping", "download_job"; the registry key
-  std::variant<PingArgs, DownloadArgs, TestArgs> args;
+  std::string name;  // "ping", "download_job", "webhook"; the registry key
+  std::variant<PingArgs, DownloadArgs, TestArgs, WebhookArgs> args;
 };
 
 // Largest payload accepted (bytes); larger is poison.

@@ -43,9 +43,14 @@ double RetryBackoffSeconds(int64_t attempt);
 
 struct Config;
 class Queue;
-// The queue the configuration names (today: CurlyQueue on config.redis).
-// timeout_ms bounds connecting and each command (blocking waits add theirs).
-std::unique_ptr<Queue> OpenQueue(const Config& config, int timeout_ms);
+// The queue the configuration names (today: CurlyQueue on config.redis),
+// or the queue `name` on the same Redis when given. timeout_ms bounds
+// connecting and each command (blocking waits add theirs).
+std::unique_ptr<Queue> OpenQueue(const Config& config, int timeout_ms,
+                                 const std::string& name = "");
+// Our own queue of webhook deliveries, beside Djinn's: "<queue>_webhooks"
+// (Go consumers on `jobs` never see a job type they do not know).
+std::string WebhookQueueName(const Config& config);
 
 class Queue {
  public:

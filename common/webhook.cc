@@ -352,6 +352,27 @@ Result<std::string> WebhookSignature(std::string_view secret, std::string_view b
   return "sha256=" + HexLower(mac, mac_len);
 }
 
+std::string WebhookEventId(int64_t download_id, std::string_view finished_at) {
+  // RFC 4122 section 4.3 with our own namespace UUID (random, fixed forever).
+  static constexpr unsigned char kNamespace[16] = {0x6f, 0x1d, 0x3a, 0x52, 0x8e, 0x0b, 0x4c, 0x27,
+                                                   0x9a, 0x41, 0x55, 0xd3, 0x0c, 0x7e, 0x92, 0xb8};
+  std::string input(reinterpret_cast<const char*>(kNamespace), sizeof kNamespace);
+  input += "images:downloaded:" + std::to_string(download_id) + ":";
+  input.append(finished_at);
+  unsigned char digest[EVP_MAX_MD_SIZE] = {};
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha1(), nullptr) != 1 || len < 16) {
+    // SHA-1 does not fail in libcrypto; should it, stay deterministic.
+    ERR_clear_error();
+    for (size_t i = 0; i < input.size(); i++) digest[i % 16] ^= static_cast<unsigned char>(input[i]);
+  }
+  digest[6] = static_cast<unsigned char>((digest[6] & 0x0f) | 0x50);  // version 5
+  digest[8] = static_cast<unsigned char>((digest[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  std::string hex = HexLower(digest, 16);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+         hex.substr(16, 4) + "-" + hex.substr(20, 12);
+}
+
 std::string WebhookRequestHeaders(size_t content_length, int64_t hook_id,
                                   std::string_view signature) {
   // Byte order of the keys, as Header.Write sorts them: "X-Djinn-CI-..."

@@ -93,6 +93,12 @@ Result<std::string> WebhookSignature(std::string_view secret, std::string_view b
 std::string WebhookRequestHeaders(size_t content_length, int64_t hook_id,
                                   std::string_view signature);
 
+// The event's UUID (namespace_webhook_deliveries.event_id) for the end of
+// one download: a name-based UUID (version 5, SHA-1) of the download's id
+// and finished_at, so a repeated delivery of the download job names the
+// same event (Go draws a random one per event; nothing reads it as random).
+std::string WebhookEventId(int64_t download_id, std::string_view finished_at);
+
 }  // namespace djinn
 
 #endif  // DJINN_COMMON_WEBHOOK_H_

@@ -18,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // (common/payload.cc decodes them; only DJINN_CONSUMER_TEST_JOBS runs them).
   const auto* download = std::get_if<djinn::DownloadArgs>(&job->args);
   bool known = job->name == "ping" || job->name == "sleep" || job->name == "crash" ||
-               job->name == "fail";
+               job->name == "fail" || job->name == "webhook";
   if (job->name == "download_job" ? download == nullptr || download->source.empty() : !known) {
     std::abort();
   }

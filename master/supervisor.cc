@@ -145,8 +145,10 @@ Status Supervisor::Start() {
 
   board_ = std::make_unique<Scoreboard>(kBoardEntries);
   auto gen = std::make_shared<Generation>(*gen_);
-  gen->queue = OpenQueue(config(), kMasterRedisTimeoutMs);
+  OpenQueues(gen.get(), nullptr);
   gen_ = std::move(gen);
+  if (!config().crypto.set)
+    LOG_INFO("webhooks off: no crypto block in the configuration (the images event is not sent)");
   auto policy = gen_->queue->MaxmemoryPolicy();
   if (policy.ok() && !policy->empty() && *policy != "noeviction")
     LOG_WARN("redis maxmemory-policy is \"%s\": an evicting Redis can silently lose jobs; "
@@ -158,6 +160,7 @@ Status Supervisor::Start() {
     idle_wait_ms_ = std::clamp(atoi(w), 100, 600000);
   desired_ = config().workers;
   throttle_.assign(desired_, SlotThrottle{});
+  webhook_throttle_.assign(static_cast<size_t>(gen_->webhook_workers()), SlotThrottle{});
   LOG_INFO("started: %d workers, queue \"%s\", redis %s, store %s", desired_,
            config().queue.c_str(), config().redis.addr.c_str(), config().store.path.c_str());
   return Status::Ok();
@@ -270,7 +273,7 @@ void Supervisor::Reload() {
   auto gen = std::make_shared<Generation>();
   gen->number = gen_->number + 1;
   gen->config = std::make_shared<const Config>(std::move(next));
-  gen->queue = same_queue ? gen_->queue : std::shared_ptr<Queue>(OpenQueue(*gen->config, kMasterRedisTimeoutMs));
+  OpenQueues(gen.get(), same_queue ? gen_.get() : nullptr);
   gen_ = std::move(gen);
   // The new generation starts before the old one is told to finish (nginx):
   // no gap in service.
@@ -279,6 +282,7 @@ void Supervisor::Reload() {
     if (!proc.retiring) old.push_back(pid);
   desired_ = config().workers;
   throttle_.assign(static_cast<size_t>(desired_), SlotThrottle{});
+  webhook_throttle_.assign(static_cast<size_t>(gen_->webhook_workers()), SlotThrottle{});
   ManageWorkers();
   for (pid_t pid : old) RetireWorker(procs_[pid], "reload");
   BoundGenerations();
@@ -305,6 +309,15 @@ void Supervisor::BoundGenerations() {
   }
 }
 
+void Supervisor::OpenQueues(Generation* gen, const Generation* like) {
+  gen->queue = like ? like->queue : std::shared_ptr<Queue>(OpenQueue(*gen->config, kMasterRedisTimeoutMs));
+  if (gen->config->crypto.set)
+    gen->webhook_queue = like && like->webhook_queue
+                             ? like->webhook_queue
+                             : std::shared_ptr<Queue>(OpenQueue(*gen->config, kMasterRedisTimeoutMs,
+                                                                WebhookQueueName(*gen->config)));
+}
+
 void Supervisor::KillWorker(Proc& proc) {
   if (proc.killed) return;
   kill(proc.pid, SIGKILL);
@@ -322,9 +335,10 @@ void Supervisor::RetireWorker(Proc& proc, const char* why) {
   LOG_DEBUG("worker %d (pid %d) asked to stop: %s", proc.number, static_cast<int>(proc.pid), why);
 }
 
-bool Supervisor::SlotFilled(int number) const {
+bool Supervisor::SlotFilled(int number, bool webhooks) const {
   for (const auto& [pid, proc] : procs_)
-    if (proc.number == number && proc.gen == gen_ && !proc.retiring) return true;
+    if (proc.number == number && proc.webhooks == webhooks && proc.gen == gen_ && !proc.retiring)
+      return true;
   return false;
 }
 
@@ -333,11 +347,17 @@ void Supervisor::ManageWorkers() {
   int64_t now = MonotonicMs();
   // Fewer wanted (TTOU): retire the current generation's highest slots.
   for (auto& [pid, proc] : procs_)
-    if (proc.gen == gen_ && !proc.retiring && proc.number > desired_)
+    if (proc.gen == gen_ && !proc.retiring && !proc.webhooks && proc.number > desired_)
       RetireWorker(proc, "fewer workers");
   throttle_.resize(static_cast<size_t>(desired_));
   for (int n = 1; n <= desired_; n++)
-    if (!SlotFilled(n) && now >= throttle_[static_cast<size_t>(n - 1)].next_spawn_ms) SpawnWorker(n);
+    if (!SlotFilled(n, false) && now >= throttle_[static_cast<size_t>(n - 1)].next_spawn_ms)
+      SpawnWorker(n, false);
+  // Delivery workers: their own slots, so a slow receiver never takes a
+  // worker from downloads.
+  for (int n = 1; n <= gen_->webhook_workers(); n++)
+    if (!SlotFilled(n, true) && now >= webhook_throttle_[static_cast<size_t>(n - 1)].next_spawn_ms)
+      SpawnWorker(n, true);
 }
 
 size_t Supervisor::FreeBoardEntry() const {
@@ -349,10 +369,11 @@ size_t Supervisor::FreeBoardEntry() const {
   return used.size();  // full: the caller does not spawn
 }
 
-void Supervisor::SpawnWorker(int number) {
-  SlotThrottle& slot = throttle_[static_cast<size_t>(number - 1)];
+void Supervisor::SpawnWorker(int number, bool webhooks) {
+  SlotThrottle& slot = (webhooks ? webhook_throttle_ : throttle_)[static_cast<size_t>(number - 1)];
   Proc proc;
   proc.number = number;
+  proc.webhooks = webhooks;
   proc.gen = gen_;
   proc.board = FreeBoardEntry();
   if (proc.board >= board_->size()) {
@@ -360,7 +381,7 @@ void Supervisor::SpawnWorker(int number) {
     slot.next_spawn_ms = MonotonicMs() + 1000;
     return;
   }
-  proc.consumer_key = NewConsumerKey(config().queue);
+  proc.consumer_key = NewConsumerKey(webhooks ? WebhookQueueName(config()) : config().queue);
   proc.spawned_ms = MonotonicMs();
   board_->Reset(proc.board);
   WorkerParams params;
@@ -373,6 +394,7 @@ void Supervisor::SpawnWorker(int number) {
   params.test_jobs = test_jobs_;
   params.idle_wait_ms = idle_wait_ms_;
   params.life_fd = life_read_.get();
+  params.webhooks = webhooks;
   pid_t pid = fork();
   if (pid < 0) {
     LOG_ERROR("fork: %s; retrying", strerror(errno));
@@ -390,7 +412,8 @@ void Supervisor::SpawnWorker(int number) {
   }
   proc.pid = pid;
   procs_[pid] = proc;
-  LOG_INFO("worker %d started (pid %d, generation %d)", number, static_cast<int>(pid), gen_->number);
+  LOG_INFO("%s %d started (pid %d, generation %d)", webhooks ? "webhooks" : "worker", number,
+           static_cast<int>(pid), gen_->number);
 }
 
 void Supervisor::ReapWorkers() {
@@ -410,7 +433,8 @@ void Supervisor::OnWorkerExit(Proc& proc, int status) {
   int64_t uptime = now - proc.spawned_ms;
   WorkerState ws = board_->Read(proc.board);
   bool clean = WIFEXITED(status) && WEXITSTATUS(status) == kExitOk;
-  std::string who = "worker " + std::to_string(proc.number) + " (pid " + std::to_string(proc.pid) + ")";
+  std::string who = std::string(proc.webhooks ? "webhooks " : "worker ") + std::to_string(proc.number) +
+                    " (pid " + std::to_string(proc.pid) + ")";
   std::string how = DescribeExit(status);
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !proc.killed) how += ", out of memory?";
   std::string job;
@@ -424,12 +448,13 @@ void Supervisor::OnWorkerExit(Proc& proc, int status) {
   // whose worker we killed for another reason than its job_timeout
   // (shutdown, SIGQUIT, too many generations) did not fail: not counted.
   bool count = !(proc.killed && !proc.timed_out);
-  pending_fails_.push_back({proc.gen, proc.consumer_key, who, how, count});
+  pending_fails_.push_back({proc.gen, proc.webhooks, proc.consumer_key, who, how, count});
   FailPendingJobs();
 
   // Its slot, when it held one, respawns; young deaths throttle it.
-  if (proc.gen != gen_ || proc.retiring || proc.number > desired_) return;
-  SlotThrottle& slot = throttle_[static_cast<size_t>(proc.number - 1)];
+  std::vector<SlotThrottle>& slots = proc.webhooks ? webhook_throttle_ : throttle_;
+  if (proc.gen != gen_ || proc.retiring || proc.number > static_cast<int>(slots.size())) return;
+  SlotThrottle& slot = slots[static_cast<size_t>(proc.number - 1)];
   bool young = uptime < kYoungMs || (WIFEXITED(status) && WEXITSTATUS(status) == kExitWorkerSandbox);
   if (!young) {
     slot.fails = 0;
@@ -503,24 +528,30 @@ void Supervisor::QueueDuties() {
     next_heartbeat_ms_ = now + kHeartbeatIntervalMs;
     // Each worker's key on the queue it took its jobs from.
     std::map<Queue*, std::vector<std::string>> keys;
-    for (const auto& [pid, proc] : procs_) keys[proc.gen->queue.get()].push_back(proc.consumer_key);
+    for (const auto& [pid, proc] : procs_) keys[&proc.queue()].push_back(proc.consumer_key);
     for (auto& [queue, k] : keys) QueueResult(queue->Heartbeat(k));
   }
   if (queue_down_) return;
-  Queue& queue = *gen_->queue;
+  // Djinn's queue, and ours of webhook deliveries when they are on.
+  std::vector<Queue*> queues = {gen_->queue.get()};
+  if (gen_->webhook_queue) queues.push_back(gen_->webhook_queue.get());
   if (now >= next_schedule_ms_) {
     next_schedule_ms_ = now + kScheduleEveryMs;
-    auto moved = queue.EnqueueDueScheduled(kMaxMovePerTick);
-    QueueResult(moved.status());
-    if (moved.ok() && *moved > 0) LOG_DEBUG("%lld scheduled job(s) now active", static_cast<long long>(*moved));
+    for (Queue* queue : queues) {
+      auto moved = queue->EnqueueDueScheduled(kMaxMovePerTick);
+      QueueResult(moved.status());
+      if (moved.ok() && *moved > 0) LOG_DEBUG("%lld scheduled job(s) now active", static_cast<long long>(*moved));
+    }
   }
   if (now >= next_orphans_ms_) {
     next_orphans_ms_ = now + kOrphanPollMs;
-    auto requeued = queue.RequeueOrphans(kConsumerTimeoutSeconds, kMaxMovePerTick);
-    QueueResult(requeued.status());
-    if (requeued.ok() && *requeued > 0)
-      LOG_WARN("requeued %lld job(s) of consumers whose heartbeat expired",
-               static_cast<long long>(*requeued));
+    for (Queue* queue : queues) {
+      auto requeued = queue->RequeueOrphans(kConsumerTimeoutSeconds, kMaxMovePerTick);
+      QueueResult(requeued.status());
+      if (requeued.ok() && *requeued > 0)
+        LOG_WARN("requeued %lld job(s) of consumers whose heartbeat expired",
+                 static_cast<long long>(*requeued));
+    }
   }
 }
 
@@ -529,7 +560,10 @@ void Supervisor::FailPendingJobs() {
     PendingFail& f = pending_fails_.front();
     // The worker's own generation: the queue it took the job from and the
     // attempts it ran under.
-    auto res = f.gen->queue->FailInflight(f.consumer_key, f.gen->config->attempts, f.count_attempt);
+    const Config& c = *f.gen->config;
+    Queue& queue = f.webhooks ? *f.gen->webhook_queue : *f.gen->queue;
+    auto res = queue.FailInflight(f.consumer_key, f.webhooks ? c.webhooks.attempts : c.attempts,
+                                  f.count_attempt);
     QueueResult(res.status());
     if (!res.ok()) return;  // retried next tick; orphan requeue is the backstop
     for (const auto& job : *res) {

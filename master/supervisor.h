@@ -48,14 +48,18 @@ class Supervisor {
     int number = 0;
     std::shared_ptr<const Config> config;
     std::shared_ptr<Queue> queue;
+    std::shared_ptr<Queue> webhook_queue;  // null when webhooks are off
+    int webhook_workers() const { return config->crypto.set ? config->webhooks.workers : 0; }
   };
   // The process table, the single source of truth about workers (as
   // gunicorn's WORKERS and nginx's ngx_processes[]): a slot is filled when
   // a worker of the current generation with that number is not retiring.
   struct Proc {
     pid_t pid = -1;
-    int number = 0;            // slot number, 1-based
+    int number = 0;            // slot number, 1-based (per kind)
+    bool webhooks = false;     // a delivery worker (its own slots and queue)
     std::shared_ptr<const Generation> gen;
+    Queue& queue() const { return webhooks ? *gen->webhook_queue : *gen->queue; }
     size_t board = 0;          // scoreboard entry
     std::string consumer_key;
     int64_t spawned_ms = 0;
@@ -72,6 +76,7 @@ class Supervisor {
   };
   struct PendingFail {
     std::shared_ptr<const Generation> gen;
+    bool webhooks = false;
     std::string consumer_key;
     std::string who;           // "worker 2 (pid 123)" for the log
     std::string cause;
@@ -87,7 +92,7 @@ class Supervisor {
   void ReapWorkers();
   void OnWorkerExit(Proc& proc, int status);
   void ManageWorkers();
-  void SpawnWorker(int number);
+  void SpawnWorker(int number, bool webhooks);
   void RetireWorker(Proc& proc, const char* why);
   void KillWorker(Proc& proc);
   void CheckJobTimeouts();
@@ -95,7 +100,9 @@ class Supervisor {
   void QueueDuties();
   void FailPendingJobs();
   void QueueResult(const Status& st);
-  bool SlotFilled(int number) const;
+  bool SlotFilled(int number, bool webhooks) const;
+  // Opens the generation's queue handles (sharing `like`'s when the same).
+  void OpenQueues(Generation* gen, const Generation* like);
   size_t FreeBoardEntry() const;
   const Config& config() const { return *gen_->config; }
 
@@ -103,6 +110,7 @@ class Supervisor {
   int desired_ = 0;
   std::map<pid_t, Proc> procs_;
   std::vector<SlotThrottle> throttle_;  // index = slot number - 1
+  std::vector<SlotThrottle> webhook_throttle_;
   std::vector<PendingFail> pending_fails_;
   std::unique_ptr<Scoreboard> board_;
   PidFile pidfile_;

@@ -50,10 +50,13 @@ using JobRegistry = std::map<std::string, std::unique_ptr<JobHandler>>;
 // Fills the registry with every job type this build handles. With
 // test_jobs, also the jobs only the test suite uses (sleep, crash, fail).
 void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry);
+// The delivery workers' registry: the webhook job only.
+void RegisterWebhookJobs(const Config& config, JobRegistry* registry);
 
 // One factory per job file.
 std::unique_ptr<JobHandler> NewPingJob();
 std::unique_ptr<JobHandler> NewDownloadJob(const Config& config);
+std::unique_ptr<JobHandler> NewWebhookJob(const Config& config);
 std::unique_ptr<JobHandler> NewSleepJob();
 std::unique_ptr<JobHandler> NewCrashJob();
 std::unique_ptr<JobHandler> NewFailJob();

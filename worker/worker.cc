@@ -85,7 +85,7 @@ void CloseInheritedFds(int life_fd) {
 }  // namespace
 
 [[noreturn]] void RunWorkerProcess(const WorkerParams& params) {
-  Log::SetRole("worker " + std::to_string(params.number));
+  Log::SetRole(std::string(params.webhooks ? "webhooks " : "worker ") + std::to_string(params.number));
   InstallWorkerSignals();
   // If the master dies, finish the job at hand and leave (SIGTERM), rather
   // than run unsupervised. The check closes the race with a master that
@@ -93,7 +93,8 @@ void CloseInheritedFds(int life_fd) {
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != params.master_pid) _exit(kExitWorkerOrphan);
   CloseInheritedFds(params.life_fd);
-  SetProcTitle("djinn-consumer: worker " + std::to_string(params.number) + " starting");
+  SetProcTitle(std::string("djinn-consumer: ") + (params.webhooks ? "webhooks " : "worker ") +
+               std::to_string(params.number) + " starting");
 
   const Config& cfg = *params.config;
   SandboxOptions sb;
@@ -114,14 +115,18 @@ void CloseInheritedFds(int life_fd) {
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != params.master_pid) _exit(kExitWorkerOrphan);
 
-  Worker worker(params, OpenQueue(cfg, kWorkerRedisTimeoutMs));
+  Worker worker(params, OpenQueue(cfg, kWorkerRedisTimeoutMs,
+                                  params.webhooks ? WebhookQueueName(cfg) : std::string()));
   _exit(worker.Run());
 }
 
 Worker::Worker(const WorkerParams& params, std::unique_ptr<Queue> queue)
     : p_(params), config_(*params.config), queue_(std::move(queue)) {
-  RegisterJobs(config_, p_.test_jobs, &jobs_);
-  title_prefix_ = "djinn-consumer: worker " + std::to_string(p_.number) + " ";
+  attempts_ = p_.webhooks ? config_.webhooks.attempts : config_.attempts;
+  if (p_.webhooks) RegisterWebhookJobs(config_, &jobs_);
+  else RegisterJobs(config_, p_.test_jobs, &jobs_);
+  title_prefix_ = std::string("djinn-consumer: ") + (p_.webhooks ? "webhooks " : "worker ") +
+                  std::to_string(p_.number) + " ";
 }
 
 void Worker::Title(const std::string& state) { SetProcTitle(title_prefix_ + state); }
@@ -313,7 +318,7 @@ std::string Worker::RunJob(const RawJob& raw) {
   } else {
     job_id_ = e.id;
     job_start_ms_ = MonotonicMs();
-    JobContext ctx{config_, e, RetriesExhausted(e, config_.attempts),
+    JobContext ctx{config_, e, RetriesExhausted(e, attempts_),
                    [this, &name, &e](const std::string& progress) {
                      Title("busy " + name + " " + e.id + " " + progress);
                      KeepAlive();
@@ -360,7 +365,7 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
 }
 
 void Worker::Retry(const Envelope& env, const std::string& reason) {
-  if (RetriesExhausted(env, config_.attempts)) {
+  if (RetriesExhausted(env, attempts_)) {
     Kill(env, reason + " (attempts exhausted)");
     return;
   }
@@ -368,7 +373,7 @@ void Worker::Retry(const Envelope& env, const std::string& reason) {
   next.attempt = NextAttempt(env);
   double delay = RetryBackoffSeconds(RunsSoFar(env));  // curlyq: the attempt as taken
   LOG_WARN("job %s: %s; retry %lld/%d in %.0fs", env.id.c_str(), reason.c_str(),
-           static_cast<long long>(next.attempt), config_.attempts, delay);
+           static_cast<long long>(next.attempt), attempts_, delay);
   Status st = queue_->Retry(p_.consumer_key, next, delay);
   if (!st.ok()) {
     // Given back when Redis answers, attempt unchanged: the outage is not

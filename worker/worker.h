@@ -46,6 +46,7 @@ struct WorkerParams {
   bool test_jobs = false;       // register the test suite's jobs
   int idle_wait_ms = 1000;      // longest idle wait on Q:active (bounds stop latency)
   int life_fd = -1;             // read end of the master's life pipe (-1: none)
+  bool webhooks = false;        // a delivery worker: the webhook queue and job only
 };
 
 // Runs in the child right after fork(); never returns.
@@ -84,6 +85,7 @@ class Worker {
   const Config& config_;
   std::unique_ptr<Queue> queue_;
   JobRegistry jobs_;
+  int attempts_ = 0;  // retries of a failed job on this worker's queue
   bool queue_down_ = false;
   int backoff_ms_ = 0;
   std::string title_prefix_;

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -103,6 +104,31 @@ int HttpServer::Hits(const std::string& path) const {
     if (p == path) ++n;
   }
   return n;
+}
+
+std::vector<HttpServer::HookRequest> HttpServer::HookRequests(const std::string& key) const {
+  // httpd.py writes hooks/<key>/<n>.request (n zero-padded, so the names
+  // sort in arrival order), each renamed into place when complete.
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_.Sub("hooks/" + key), ec)) {
+    std::string name = e.path().filename().string();
+    if (name.size() > 8 && name.substr(name.size() - 8) == ".request") names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  std::vector<HookRequest> out;
+  for (const std::string& name : names) {
+    std::string raw = ReadFile(dir_.Sub("hooks/" + key + "/" + name));
+    HookRequest r;
+    size_t line_end = raw.find("\r\n");
+    size_t head_end = raw.find("\r\n\r\n");
+    if (line_end == std::string::npos || head_end == std::string::npos) continue;
+    r.request_line = raw.substr(0, line_end);
+    r.header_block = line_end == head_end ? "" : raw.substr(line_end + 2, head_end - line_end);
+    r.body = raw.substr(head_end + 4);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 std::string HttpServer::BigBody(size_t n) {

@@ -1,7 +1,8 @@
 // The test HTTP(S) server: tests/harness/httpd.py (Python 3 standard library)
 // run as a child process on 127.0.0.1. The URL routes it understands
 // (/files, /images, /ctype, /status, /flaky, /trickle, /redirect,
-// /redirect-to, /auth, /nolength, /chunked, /big, /slow-headers) are listed
+// /redirect-to, /auth, /nolength, /chunked, /big, /slow-headers, and the
+// webhook receivers /hook, /hook-status, /hook-flaky, /hook-slow) are listed
 // at the top of httpd.py.
 #ifndef DJINN_TESTS_HARNESS_HTTP_SERVER_H_
 #define DJINN_TESTS_HARNESS_HTTP_SERVER_H_
@@ -55,6 +56,19 @@ class HttpServer {
   // Requests whose path (with or, if path has no '?', without the query)
   // equals path.
   int Hits(const std::string& path) const;
+
+  // One request to a webhook route (/hook*/<key>), as received.
+  struct HookRequest {
+    std::string request_line;  // "POST /hook/k HTTP/1.1", no CR LF
+    std::string header_block;  // the header lines, each with its CR LF, as
+                               // sent; without the request line and the
+                               // blank line
+    std::string body;          // as sent (Content-Length bytes)
+  };
+  // The requests the webhook routes received for key, oldest first (kept
+  // across Stop/Start). Each is listed, complete, as soon as it arrived,
+  // before it is answered (a /hook-slow request shows while it waits).
+  std::vector<HookRequest> HookRequests(const std::string& key) const;
 
   // The first n bytes of what /big/<n> sends (n up to a few MiB is sensible).
   static std::string BigBody(size_t n);

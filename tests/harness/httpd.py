@@ -22,6 +22,21 @@ Standard library only. Started by tests/harness/http_server.cc; binds
                                 streamed from memory; qcow2 magic first
   /slow-headers/<ms>/<rest>     waits ms before answering <rest>
 
+Webhook receivers (any method; keys are [A-Za-z0-9_-][A-Za-z0-9_.-]*). Each
+request is recorded, byte for byte as received (request line, header lines,
+blank line, body), in hooks/<key>/<n>.request next to the request log
+(n = 000001, 000002, ... per key), renamed into place as soon as the request
+has arrived, before it is answered. The answer carries these headers, in this order, as written:
+"x-custom-thing: a", "X-Repeated: one", "x-repeated: two",
+"X-Spaced:   padded  ", "content-type: text/plain; charset=utf-8",
+Content-Length, and for a 3xx "Location: /hook/<key>-moved"; no Date or
+Server header.
+  /hook/<key>                   200, body "thanks\n"
+  /hook-status/<code>/<key>     that status, body "status <code>\n"
+  /hook-flaky/<n>/<key>         500 the first n times for key, then 200
+  /hook-slow/<ms>/<key>         waits ms, then 200; gives up as soon as the
+                                client goes away
+
 Query flags on any body route: nolength=1, chunked=1, ctype=<type>,
 length=<n> (announce Content-Length n whatever the body really is).
 
@@ -35,6 +50,7 @@ import argparse
 import base64
 import http.server
 import os
+import re
 import select
 import socket
 import ssl
@@ -61,6 +77,7 @@ def big_block():
 
 
 BIG = memoryview(big_block())
+HOOK_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}\Z")
 
 
 class State:
@@ -69,17 +86,46 @@ class State:
         self.lock = threading.Lock()
         self.flaky = {}
         self.log = open(log_path, "a", buffering=1)
+        self.hook_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "hooks")
+        self.hook_counts = {}
 
     def record(self, method, path, status):
         with self.lock:
             self.log.write("%s\t%s\t%s\n" % (method, path, status))
             self.log.flush()
 
+    def record_hook(self, key, raw):
+        """Stores one webhook request as hooks/<key>/<n>.request (atomically)."""
+        with self.lock:
+            d = os.path.join(self.hook_dir, key)
+            os.makedirs(d, exist_ok=True)
+            if key not in self.hook_counts:  # a restarted server goes on counting
+                self.hook_counts[key] = sum(1 for e in os.listdir(d) if e.endswith(".request"))
+            n = self.hook_counts[key] + 1
+            self.hook_counts[key] = n
+            path = os.path.join(d, "%06d.request" % n)
+            with open(path + ".tmp", "wb") as f:
+                f.write(raw)
+            os.rename(path + ".tmp", path)
+
     def flaky_hit(self, key):
         with self.lock:
             n = self.flaky.get(key, 0)
             self.flaky[key] = n + 1
             return n
+
+
+class _HeaderTee:
+    """Reads like the handler's rfile and keeps the raw header lines."""
+
+    def __init__(self, f):
+        self.f = f
+        self.lines = []
+
+    def readline(self, *args):
+        line = self.f.readline(*args)
+        self.lines.append(line)
+        return line
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -98,6 +144,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # errors only (log_request above handles the access log)
         sys.stderr.write("httpd: %s\n" % (fmt % args))
 
+    def parse_request(self):
+        # Keeps the header block as received, for the webhook log.
+        real, tee = self.rfile, _HeaderTee(self.rfile)
+        self.rfile = tee
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = real
+            self.raw_headers = b"".join(tee.lines)
+
     def do_GET(self):
         self.head_only = False
         self.route()
@@ -108,13 +164,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.head_only = False
-        # Drain the request body so that it is not read as the next request.
+        # Drain the request body so that it is not read as the next request;
+        # keep it for the webhook routes.
+        keep = self.path.startswith("/hook")
+        body = []
         n = int(self.headers.get("Content-Length") or 0)
         while n > 0:
             chunk = self.rfile.read(min(n, BLOCK))
             if not chunk:
                 break
+            if keep:
+                body.append(chunk)
             n -= len(chunk)
+        self.request_body = b"".join(body)
         self.route()
 
     def simple(self, code, body=b"", headers=()):
@@ -254,6 +316,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(left)  # a pipelined request: just wait
         self.end_body(mode)
 
+    # --- webhook receivers ----------------------------------------------
+
+    def hook(self, head, rest):
+        """The /hook* routes. False when the path is not one of them."""
+        if head == "hook" and len(rest) == 1:
+            key, code = rest[0], 200
+        elif head in ("hook-status", "hook-flaky", "hook-slow") and len(rest) == 2:
+            key, code = rest[1], 200
+            arg = int(rest[0])
+            if head == "hook-status":
+                code = arg
+        else:
+            return False
+        if not HOOK_KEY.match(key):
+            self.simple(400, "bad hook key\n")
+            return True
+        raw = self.raw_requestline + self.raw_headers + getattr(self, "request_body", b"")
+        self.server.state.record_hook(key, raw)
+        if head == "hook-flaky" and self.server.state.flaky_hit("hook:" + key) < arg:
+            code = 500
+        if head == "hook-slow" and not self.wait_or_gone(arg / 1000.0):
+            self.close_connection = True
+            return True
+        body = b"thanks\n" if head != "hook-status" else b"status %d\n" % code
+        self.send_response_only(code)
+        self.log_request(code)
+        self.send_header("x-custom-thing", "a")
+        self.send_header("X-Repeated", "one")
+        self.send_header("x-repeated", "two")
+        self.send_header("X-Spaced", "  padded  ")
+        self.send_header("content-type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if 300 <= code < 400:
+            self.send_header("Location", "/hook/%s-moved" % key)
+        self.end_headers()
+        if not self.head_only:
+            self.wfile.write(body)
+        return True
+
+    def wait_or_gone(self, seconds):
+        """Sleeps on the socket; False as soon as the client goes away."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            r, _, _ = select.select([self.connection], [], [], left)
+            if r:
+                if self.client_gone():
+                    return False
+                time.sleep(left)  # a pipelined request: just wait
+
     # --- routing --------------------------------------------------------
 
     def check_auth(self, user, password):
@@ -275,6 +389,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 parts = rest[1:]
                 head, rest = parts[0], parts[1:]
 
+            if head.startswith("hook") and self.hook(head, rest):
+                return
             if head in ("files", "images", "nolength", "chunked") and rest:
                 if head == "images" and "-auth" in rest[-1]:
                     if not self.check_auth(E2E_USER, E2E_PASS):

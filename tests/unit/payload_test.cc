@@ -210,5 +210,29 @@ TEST(JsonPayload, SurvivesDeepNestingOutsideTheKnownKeys) {
   EXPECT_FALSE(DecodePayload(deep).ok());
 }
 
+TEST(JsonPayload, WebhookDeliveryJobIsDecoded) {
+  Result<DecodedJob> job = DecodeJsonPayload(
+      R"({"job":"webhook","webhook_id":7,"event_id":"9db86bbd-f82c-51aa-8b7f-72cd4bd440eb",)"
+      R"("body":"{\"action\":\"downloaded\"}\n"})");
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ(job->name, "webhook");
+  const auto& args = std::get<WebhookArgs>(job->args);
+  EXPECT_EQ(args.webhook_id, 7);
+  EXPECT_EQ(args.event_id, "9db86bbd-f82c-51aa-8b7f-72cd4bd440eb");
+  EXPECT_EQ(args.body, "{\"action\":\"downloaded\"}\n");
+}
+
+TEST(JsonPayload, WebhookJobWithoutItsFieldsIsPoison) {
+  for (const char* text : {R"({"job":"webhook","event_id":"x","body":""})",
+                           R"({"job":"webhook","webhook_id":1,"event_id":"short","body":""})",
+                           R"({"job":"webhook","webhook_id":1,"event_id":"9db86bbd-f82c-51aa-8b7f-72cd4bd440eb"})"}) {
+    Result<DecodedJob> job = DecodeJsonPayload(text);
+    EXPECT_FALSE(job.ok()) << text;
+    if (!job.ok()) {
+      EXPECT_TRUE(job.status().poison());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace djinn

@@ -535,5 +535,16 @@ TEST(WebhookEvents, ImagesIsBit512) {
   EXPECT_EQ(kImagesEvent, int64_t{1} << 9);
 }
 
+TEST(WebhookEventIdTest, IsAStableVersion5UuidPerDownloadEnd) {
+  std::string a = WebhookEventId(42, "2026-12-03 19:00:00.123456");
+  EXPECT_EQ(a.size(), 36u);
+  EXPECT_EQ(a[8], '-');
+  EXPECT_EQ(a[14], '5');  // version
+  EXPECT_NE(std::string("89ab").find(a[19]), std::string::npos);  // variant
+  EXPECT_EQ(a, WebhookEventId(42, "2026-12-03 19:00:00.123456"));
+  EXPECT_NE(a, WebhookEventId(43, "2026-12-03 19:00:00.123456"));
+  EXPECT_NE(a, WebhookEventId(42, "2026-12-03 19:00:00.123457"));
+}
+
 }  // namespace
 }  // namespace djinn

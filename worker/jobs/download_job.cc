@@ -15,6 +15,12 @@
 //      stop if it finished our row (see Reserve below).
 //   4. UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1
 //      (error NULL on success).
+//   5. With webhooks on (a crypto block): for the image's namespace, each
+//      active hook that wants `images` gets a delivery job on our queue
+//      <queue>_webhooks, ID "webhook:<download>:<hook>:<finished_at>". The
+//      push is HSETNX on that ID, so a repeated delivery of this job (also
+//      one finding the row finished already) queues each event once; the
+//      delivery workers send it (worker/jobs/webhook_job.cc).
 //
 // Fates: a failure of the download itself is recorded (4) and the job acked
 // (kPermanent). A transient one (timeout, refused connection, HTTP 5xx) is
@@ -35,12 +41,18 @@
 #include <cctype>
 #include <chrono>
 #include <cinttypes>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "common/log.h"
 #include "common/pg.h"
+#include "common/queue.h"
 #include "common/url.h"
+#include "common/webhook.h"
 #include "worker/fetch.h"
 #include "worker/job.h"
 
@@ -58,6 +70,16 @@ constexpr char kDownloadFinished[] =
 constexpr char kSelectImage[] = "SELECT user_id, driver, hash FROM images WHERE id = $1::bigint";
 constexpr char kMarkFinished[] =
     "UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1::bigint";
+// What the images event needs. created_at in the one text form the body's
+// encoder reads, whatever the server's DateStyle.
+constexpr char kFinishedAt[] =
+    "SELECT finished_at::text FROM image_downloads WHERE id = $1::bigint AND finished_at IS NOT NULL";
+constexpr char kImageForEvent[] =
+    "SELECT id, user_id, author_id, namespace_id, driver, name, hash, "
+    "to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US') FROM images WHERE id = $1::bigint";
+constexpr char kHooksForImages[] =
+    "SELECT id FROM namespace_webhooks WHERE namespace_id = $1::bigint AND active "
+    "AND (events & 512) <> 0 ORDER BY id";
 
 // How much longer than download.timeout a delivery waits for another one
 // writing the same image (its fsync, rename and row update).
@@ -83,6 +105,12 @@ class DownloadJob : public JobHandler {
   explicit DownloadJob(const Config& config)
       : config_(config), store_(config.store.path), db_(config.database),
         options_(LoadOptions(config)) {
+    if (config.crypto.set) {
+      hooks_queue_ = OpenQueue(config, 5000, WebhookQueueName(config));
+      const char* env = std::getenv("DJINN_API_SERVER");
+      api_server_ = !config.webhooks.api_server.empty() ? config.webhooks.api_server
+                                                        : std::string(env ? env : "");
+    }
     if (!options_.ok())
       LOG_ERROR("download_job: %s; downloads wait (held back, not failed) until this is fixed",
                 options_.status().message().c_str());
@@ -104,7 +132,8 @@ class DownloadJob : public JobHandler {
         return Status::Permanent("image_downloads row " + id + " does not exist; nothing to do");
       LOG_INFO("%s: image download %s finished already (a repeated delivery); nothing to do",
                prefix.c_str(), id.c_str());
-      return Status::Ok();
+      // Its events may not be queued yet (a crash between 4 and 5).
+      return QueueEvents(*args, prefix);
     }
 
     // 2.
@@ -143,7 +172,7 @@ class DownloadJob : public JobHandler {
       PartFile file;
       bool done_elsewhere = false;
       outcome = Reserve(target, id, prefix, ctx, &file, &done_elsewhere);
-      if (done_elsewhere) return Status::Ok();
+      if (done_elsewhere) return QueueEvents(*args, prefix);
       if (outcome.ok()) {
         FetchHooks hooks{prefix, ctx.set_progress, ctx.keep_alive};
         Result<FetchResult> got = Fetch(args->source, &file, *options_, hooks);
@@ -159,7 +188,12 @@ class DownloadJob : public JobHandler {
     if (outcome.unavailable()) return outcome;  // ours: nothing to record
     if (outcome.transient() && !ctx.last_attempt) return outcome;
     // 4.
-    return Finish(id, ctx, outcome);
+    Status finished = Finish(id, ctx, outcome);
+    if (finished.unavailable()) return finished;
+    // 5. An event not queued (Redis down) makes the job go back: its next
+    // delivery finds the row finished and queues the events then.
+    if (Status queued = QueueEvents(*args, prefix); !queued.ok()) return queued;
+    return finished;
   }
 
  private:
@@ -214,6 +248,64 @@ class DownloadJob : public JobHandler {
     return Status::Permanent(outcome.message());
   }
 
+  // 5. Queues one delivery job per matching hook. Ok when webhooks are off,
+  // the image has no namespace, or the hooks cannot be read for another
+  // reason than an outage (logged: downloads go on without events).
+  Status QueueEvents(const DownloadArgs& args, const std::string& prefix) {
+    if (!hooks_queue_) return Status::Ok();
+    const std::string id = std::to_string(args.id);
+    Result<PgResultPtr> fin = db_.Exec(kFinishedAt, {id});
+    if (!fin.ok()) return DatabaseDown(fin.status());
+    if (PQntuples(fin->get()) == 0) return Status::Ok();
+    std::string finished_at = PQgetvalue(fin->get(), 0, 0);
+    Result<PgResultPtr> img = db_.Exec(kImageForEvent, {std::to_string(args.image_id)});
+    if (!img.ok()) return DatabaseDown(img.status());
+    PGresult* r = img->get();
+    if (PQntuples(r) == 0 || PQgetisnull(r, 0, 3)) return Status::Ok();  // no namespace: no hooks
+    ImageRow image;
+    image.id = std::strtoll(PQgetvalue(r, 0, 0), nullptr, 10);
+    image.user_id = std::strtoll(PQgetvalue(r, 0, 1), nullptr, 10);
+    image.author_id = std::strtoll(PQgetvalue(r, 0, 2), nullptr, 10);
+    image.namespace_id = std::strtoll(PQgetvalue(r, 0, 3), nullptr, 10);
+    image.driver = PQgetvalue(r, 0, 4);
+    image.name = PQgetvalue(r, 0, 5);
+    image.hash = PQgetvalue(r, 0, 6);
+    image.created_at = PQgetvalue(r, 0, 7);
+    Result<PgResultPtr> hooks = db_.Exec(kHooksForImages, {std::to_string(*image.namespace_id)});
+    if (!hooks.ok()) {
+      if (hooks.status().unavailable()) return hooks.status();
+      LOG_ERROR("%s: webhooks: %s (the database role needs SELECT on namespace_webhooks, "
+                "SELECT and INSERT on namespace_webhook_deliveries and USAGE on "
+                "namespace_webhook_deliveries_id_seq); no images event sent",
+                prefix.c_str(), hooks.status().message().c_str());
+      return Status::Ok();
+    }
+    if (PQntuples(hooks->get()) == 0) return Status::Ok();
+    Result<std::string> body = ImageEventBody(image, api_server_);
+    if (!body.ok()) {
+      LOG_ERROR("%s: webhooks: %s; no images event sent", prefix.c_str(),
+                body.status().message().c_str());
+      return Status::Ok();
+    }
+    std::string event_id = WebhookEventId(args.id, finished_at);
+    for (int i = 0; i < PQntuples(hooks->get()); i++) {
+      std::string hook = PQgetvalue(hooks->get(), i, 0);
+      Envelope env;
+      env.id = "webhook:" + id + ":" + hook + ":" + finished_at;
+      env.data = nlohmann::json{{"job", "webhook"},
+                                {"webhook_id", std::strtoll(hook.c_str(), nullptr, 10)},
+                                {"event_id", event_id},
+                                {"body", *body}}
+                     .dump();
+      if (Status st = hooks_queue_->Push(env); !st.ok())
+        return Status::Unavailable("queueing the images event for webhook " + hook + ": " +
+                                   st.message());
+      LOG_DEBUG("%s: images event %s queued for webhook %s", prefix.c_str(), event_id.c_str(),
+                hook.c_str());
+    }
+    return Status::Ok();
+  }
+
   // The handler is made in the worker after fork and after the sandbox, so
   // curl (and OpenSSL under it) is initialised per worker process, and the
   // CA bundle is read once per worker.
@@ -229,6 +321,8 @@ class DownloadJob : public JobHandler {
   }
 
   const Config& config_;
+  std::unique_ptr<Queue> hooks_queue_;  // null: webhooks off
+  std::string api_server_;
   std::string store_;
   PgClient db_;
   Result<FetchOptions> options_;

@@ -13,4 +13,8 @@ void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry) {
   }
 }
 
+void RegisterWebhookJobs(const Config& config, JobRegistry* registry) {
+  (*registry)["webhook"] = NewWebhookJob(config);
+}
+
 }  // namespace djinn
