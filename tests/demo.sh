@@ -165,6 +165,8 @@ psql_su postgres "CREATE DATABASE djinn" || die "CREATE DATABASE failed"
 # filled in.
 psql_su djinn "$(sed -e "s/@ROLE@/djinn_consumer/g" -e "s/@PASSWORD@/$DB_PASSWORD/g" \
   -e "s/@DB@/djinn/g" tests/data/djinn-schema.sql)" || die "creating the schema failed"
+# The two webhook tables and their grants, as Djinn creates them.
+psql_su djinn "$(cat tests/data/webhooks/schema.sql)" || die "creating the webhook tables failed"
 
 # --- the image and its HTTP server ---------------------------------------
 
@@ -206,11 +208,19 @@ say "serving $IMAGE_NAME ($(stat -c %s "$TMP/www/$IMAGE_NAME") bytes, sha256 $IM
 # --- the rows the Djinn server would have written ------------------------
 
 HASH=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-IMAGE_ID=$(psql_su djinn "INSERT INTO images (user_id, author_id, driver, hash, name)
-  VALUES (1, 1, 'qemu', '$HASH', 'demo') RETURNING id" | head -n 1) || die "INSERT images failed"
+IMAGE_ID=$(psql_su djinn "INSERT INTO images (user_id, author_id, namespace_id, driver, hash, name)
+  VALUES (1, 1, 1, 'qemu', '$HASH', 'demo') RETURNING id" | head -n 1) || die "INSERT images failed"
+# A webhook of namespace 1 that wants images events, at our HTTP server,
+# with a secret sealed with the crypto block below (tests/data/webhooks
+# cases.json, vector block32: the secret is "s3cret-hook").
+HOOK_URL="http://127.0.0.1:$HTTP_PORT/hook/demo"
+HOOK_ID=$(psql_su djinn "INSERT INTO namespace_webhooks (user_id, author_id, namespace_id,
+  payload_url, secret, ssl, events) VALUES (1, 1, 1, '$HOOK_URL',
+  decode('000102030405060708090a0bbf377eccde1c7d0ca5ffbbfa1ac49cde23e0211b830e3b945f3660', 'hex'),
+  false, 512) RETURNING id" | head -n 1) || die "INSERT namespace_webhooks failed"
 DOWNLOAD_ID=$(psql_su djinn "INSERT INTO image_downloads (image_id, source)
   VALUES ($IMAGE_ID, '$SOURCE') RETURNING id" | head -n 1) || die "INSERT image_downloads failed"
-say "inserted images row $IMAGE_ID (user 1, driver qemu, hash $HASH) and image_downloads row $DOWNLOAD_ID"
+say "inserted images row $IMAGE_ID (user 1, namespace 1, driver qemu, hash $HASH), image_downloads row $DOWNLOAD_ID and namespace_webhooks row $HOOK_ID ($HOOK_URL)"
 
 # --- the consumer ----------------------------------------------------------
 
@@ -234,6 +244,9 @@ database = {
 redis = { addr = "127.0.0.1:$REDIS_PORT"; };
 store = { images = { type = "file"; path = "$STORE"; }; };
 download = { timeout = 60; allow_private = true; };  # the server is on loopback
+# Djinn's crypto block: webhook secrets are sealed with it.
+crypto = { block = "0123456789abcdef0123456789abcdef"; salt = "pepper-salt"; };
+webhooks = { allow_private = true; api_server = "https://djinn.example.com"; };
 EOF
 say "checking the configuration: $BIN -t -config $TMP/consumer.conf"
 "$BIN" -t -config "$TMP/consumer.conf" || die "the generated configuration is invalid"
@@ -376,6 +389,32 @@ if command -v qemu-img >/dev/null 2>&1; then
   say "qemu-img check: ok"
 fi
 
+# --- the webhook --------------------------------------------------------------
+
+delivered() {
+  [ "$(psql_su djinn "SELECT count(*) FROM namespace_webhook_deliveries WHERE webhook_id = $HOOK_ID")" -ge 1 ]
+}
+say "waiting up to 20s for the images event at $HOOK_URL"
+wait_for 20 delivered || die "no namespace_webhook_deliveries row for webhook $HOOK_ID after 20 s"
+REQUEST=$TMP/hooks/demo/000001.request
+[ -s "$REQUEST" ] || die "the receiver got no request ($REQUEST missing)"
+say "the receiver got:"
+tr -d '\r' <"$REQUEST" | sed 's/^/    /'
+echo
+say "the namespace_webhook_deliveries row:"
+psql_su djinn "SELECT 'webhook_id=' || webhook_id, 'event_id=' || convert_from(event_id, 'UTF8'),
+  'event=' || event, 'redelivery=' || redelivery, 'error=' || COALESCE(error, 'NULL'),
+  'response_code=' || COALESCE(response_code::text, 'NULL'), 'duration=' || duration || ' ns'
+  FROM namespace_webhook_deliveries WHERE webhook_id = $HOOK_ID" | tr '|' '\n' | sed 's/^/    /'
+CODE=$(psql_su djinn "SELECT response_code FROM namespace_webhook_deliveries WHERE webhook_id = $HOOK_ID")
+[ "$CODE" = 200 ] || die "the delivery was not answered 200 (response_code $CODE)"
+SIGNATURE=$(python3 -c 'import hashlib, hmac, sys
+raw = open(sys.argv[1], "rb").read()
+body = raw.split(b"\r\n\r\n", 1)[1]
+print("sha256=" + hmac.new(b"s3cret-hook", body, hashlib.sha256).hexdigest())' "$REQUEST")
+grep -q "X-Djinn-Ci-Signature: $SIGNATURE" "$REQUEST" || die "the signature does not match the body"
+say "X-Djinn-Ci-Signature matches HMAC-SHA256(secret, body)"
+
 # --- the queue ---------------------------------------------------------------
 
 ACTIVE=$(rcli LLEN "$QUEUE:active") SCHEDULED=$(rcli ZCARD "$QUEUE:scheduled")
@@ -383,6 +422,9 @@ DEAD=$(rcli ZCARD "$QUEUE:dead") DATA=$(rcli HLEN "$QUEUE:data")
 CONSUMERS=$(rcli ZCARD "$QUEUE:consumers")
 say "queue $QUEUE: LLEN active=$ACTIVE, ZCARD scheduled=$SCHEDULED, ZCARD dead=$DEAD, HLEN data=$DATA, ZCARD consumers=$CONSUMERS"
 [ "$ACTIVE$SCHEDULED$DEAD$DATA" = 0000 ] || die "the queue is not empty after the job"
+HOOKS_LEFT=$(rcli HLEN "${QUEUE}_webhooks:data")
+say "queue ${QUEUE}_webhooks: HLEN data=$HOOKS_LEFT"
+[ "$HOOKS_LEFT" = 0 ] || die "the webhook queue is not empty after the delivery"
 
 # --- stop everything -----------------------------------------------------------
 
@@ -415,4 +457,4 @@ kill "$HTTP_PID" 2>/dev/null
 wait "$HTTP_PID" 2>/dev/null
 HTTP_PID=""
 
-say "demo passed: image_downloads row $DOWNLOAD_ID finished with no error, $STORED matches the served image"
+say "demo passed: image_downloads row $DOWNLOAD_ID finished with no error, $STORED matches the served image, webhook $HOOK_ID got the signed images event"
