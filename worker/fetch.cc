@@ -17,6 +17,7 @@
 
 #include "common/c_handles.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "common/units.h"
 #include "common/url.h"
@@ -63,18 +64,6 @@ std::string ReadWholeFile(const std::string& path, Status* status) {
 
 // Server-supplied text (a reason phrase, a content type) going into a log
 // line or the error column: printable ASCII only, bounded.
-std::string Printable(std::string_view s, size_t max = 100) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (out.size() >= max) {
-      out += "...";
-      break;
-    }
-    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-  }
-  return out;
-}
-
 std::string Trim(std::string_view s) {
   size_t b = 0, e = s.size();
   while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r' || s[b] == '\n')) ++b;
@@ -588,6 +577,39 @@ Status InitFetch() {
   return Status::Ok();
 }
 
+const std::string& SystemCaBundle() {
+  static std::once_flag once;
+  static std::string bundle;
+  std::call_once(once, [] {
+    std::string path = "/etc/ssl/certs/ca-certificates.crt";
+#if LIBCURL_VERSION_NUM >= 0x075400  // CURLINFO_CAINFO: 7.84.0
+    CurlPtr probe(curl_easy_init());
+    char* where = nullptr;
+    if (probe && curl_easy_getinfo(probe.get(), CURLINFO_CAINFO, &where) == CURLE_OK && where)
+      path = where;
+#endif
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      LOG_WARN("system CA bundle %s unreadable (%s); only the configured extra CAs are trusted",
+               path.c_str(), std::strerror(errno));
+      return;
+    }
+    char buf[65536];
+    for (;;) {
+      ssize_t n = read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        LOG_WARN("reading the system CA bundle %s: %s", path.c_str(), std::strerror(errno));
+        bundle.clear();
+        return;
+      }
+      if (n == 0) break;
+      bundle.append(buf, static_cast<size_t>(n));
+    }
+  });
+  return bundle;
+}
+
 Result<FetchOptions> FetchOptionsFromConfig(const Config& config) {
   FetchOptions o;
   o.timeout_seconds = config.download.timeout;
@@ -602,19 +624,7 @@ Result<FetchOptions> FetchOptionsFromConfig(const Config& config) {
     if (!st.ok()) return st.Wrap("download.ca");
     // CURLOPT_CAINFO_BLOB replaces the CA file rather than adding to it,
     // so the blob carries the system bundle too.
-    std::string system_path = "/etc/ssl/certs/ca-certificates.crt";
-    if (Status init = InitFetch(); !init.ok()) return init;
-    CurlPtr probe(curl_easy_init());
-#if LIBCURL_VERSION_NUM >= 0x075400  // CURLINFO_CAINFO: 7.84.0
-    char* path = nullptr;
-    if (probe && curl_easy_getinfo(probe.get(), CURLINFO_CAINFO, &path) == CURLE_OK && path)
-      system_path = path;
-#endif
-    std::string system = ReadWholeFile(system_path, &st);
-    if (!st.ok())
-      LOG_WARN("download.ca: system CA bundle unreadable (%s); trusting only %s",
-               st.message().c_str(), config.download.ca.c_str());
-    o.ca_bundle = system + "\n" + extra + "\n";
+    o.ca_bundle = SystemCaBundle() + "\n" + extra + "\n";
   }
   return o;
 }

@@ -107,6 +107,12 @@ struct FetchOptions {
 // download.ca cannot be read (an operator problem: jobs wait for a fix).
 Result<FetchOptions> FetchOptionsFromConfig(const Config& config);
 
+// The system CA bundle's text (libcurl's CA file), read once per process;
+// "" (and a warning) when it cannot be read. CURLOPT_CAINFO_BLOB replaces
+// the CA file rather than adding to it, so a blob of extra CAs must carry
+// this too. Thread-safe.
+const std::string& SystemCaBundle();
+
 // Where the file goes. Every segment must pass IsSafePathSegment().
 struct FetchTarget {
   std::string root;               // an existing directory (the store)

@@ -14,6 +14,7 @@
 
 #include "common/c_handles.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "common/url.h"
 #include "worker/fetch.h"
@@ -33,18 +34,6 @@ constexpr long kConnectTimeoutMs = 30 * 1000;
 
 // Library text (libcurl's error buffer) going into a one-line message:
 // printable ASCII only, bounded.
-std::string Printable(std::string_view s, size_t max = 300) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (out.size() >= max) {
-      out += "...";
-      break;
-    }
-    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-  }
-  return out;
-}
-
 bool IsSpaceOrTab(char c) { return c == ' ' || c == '\t'; }
 
 // textproto.TrimString: ASCII space, tab, CR and LF off both ends.
@@ -144,45 +133,6 @@ std::string GoHeaderText(const std::vector<std::string>& lines, int code, bool h
   return out;
 }
 
-// The system CA bundle's text, read once per process (see the CA notes in
-// worker/fetch.h: CURLOPT_CAINFO_BLOB replaces libcurl's CA file, so the
-// blob must carry the system store too).
-const std::string& SystemCaBundle() {
-  static std::once_flag once;
-  static std::string bundle;
-  std::call_once(once, [] {
-    std::string path = "/etc/ssl/certs/ca-certificates.crt";
-#if LIBCURL_VERSION_NUM >= 0x075400  // CURLINFO_CAINFO: 7.84.0
-    CurlPtr probe(curl_easy_init());
-    char* where = nullptr;
-    if (probe && curl_easy_getinfo(probe.get(), CURLINFO_CAINFO, &where) == CURLE_OK && where)
-      path = where;
-#endif
-    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) {
-      LOG_WARN(
-          "webhooks: system CA bundle %s unreadable (%s); https receivers are checked "
-          "against webhooks.ca only",
-          path.c_str(), std::strerror(errno));
-      return;
-    }
-    char buf[65536];
-    for (;;) {
-      ssize_t n = read(fd.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        LOG_WARN("webhooks: reading the system CA bundle %s: %s", path.c_str(),
-                 std::strerror(errno));
-        bundle.clear();
-        return;
-      }
-      if (n == 0) break;
-      bundle.append(buf, static_cast<size_t>(n));
-    }
-  });
-  return bundle;
-}
-
 // ---------------------------------------------------------------------------
 // One exchange: what libcurl's callbacks share.
 
@@ -259,7 +209,7 @@ curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr)
 // A libcurl failure before any answer arrived.
 Status FromCurlCode(CURLcode rc, const Exchange& x, const char* errbuf) {
   if (rc == CURLE_COULDNT_CONNECT && !x.refused.empty()) return Status::Permanent(x.refused);
-  std::string msg = Printable(RedactUrl(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc)));
+  std::string msg = Printable(RedactUrl(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc)), 300);
   while (!msg.empty() && msg.back() == ' ') msg.pop_back();
   switch (rc) {
     case CURLE_UNSUPPORTED_PROTOCOL:

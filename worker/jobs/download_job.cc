@@ -51,6 +51,7 @@
 #include "common/log.h"
 #include "common/pg.h"
 #include "common/queue.h"
+#include "common/text.h"
 #include "common/url.h"
 #include "common/webhook.h"
 #include "worker/fetch.h"
@@ -90,14 +91,6 @@ bool AllDigits(const std::string& s) {
   for (char c : s)
     if (!std::isdigit(static_cast<unsigned char>(c))) return false;
   return true;
-}
-
-// A value from the database shown in an error message: bounded, one line.
-std::string Shown(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 100))
-    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-  return out;
 }
 
 class DownloadJob : public JobHandler {
@@ -149,14 +142,14 @@ class DownloadJob : public JobHandler {
     std::string hash = PQgetvalue(res, 0, 2);
     if (!AllDigits(user_id))
       return Finish(id, ctx,
-                    Status::Permanent("image has an unusable user_id \"" + Shown(user_id) + "\""));
+                    Status::Permanent("image has an unusable user_id \"" + Printable(user_id) + "\""));
     if (!IsSafePathSegment(driver))
       return Finish(
           id, ctx,
-          Status::Permanent("image driver \"" + Shown(driver) + "\" is not a safe file name"));
+          Status::Permanent("image driver \"" + Printable(driver) + "\" is not a safe file name"));
     if (!IsSafePathSegment(hash))
       return Finish(
-          id, ctx, Status::Permanent("image hash \"" + Shown(hash) + "\" is not a safe file name"));
+          id, ctx, Status::Permanent("image hash \"" + Printable(hash) + "\" is not a safe file name"));
 
     // 3. Options that failed to load (download.ca unreadable) are loaded
     // again: the operator may have fixed the file meanwhile.
