@@ -437,5 +437,36 @@ TEST_F(ConfigTest, PrintedConfigReadsBackToTheSameConfig) {
   EXPECT_NE(redacted.find("password = \"<redacted>\";"), std::string::npos) << redacted;
 }
 
+TEST_F(ConfigTest, WebhooksAreReadInBothSyntaxes) {
+  std::string ca = dir_.Sub("hook-ca.pem");
+  WriteFile(ca, "x");
+  auto lc = Load(std::string(kMinimal) +
+                 "crypto = { block = \"0123456789abcdef\"; salt = \"s\"; };\n"
+                 "webhooks = { timeout = \"2m\"; attempts = 3; allow_private = true; ca = \"" + ca +
+                 "\"; api_server = \"https://djinn.example.com\"; workers = 2; };\n");
+  ASSERT_TRUE(lc.ok()) << lc.status().message();
+  auto dj = Load(std::string(kDjinnMinimal) +
+                 "crypto { block \"0123456789abcdef\"; salt \"s\" }\n"
+                 "webhooks { timeout 2m; attempts 3; allow_private true; ca \"" + ca +
+                 "\"; api_server \"https://djinn.example.com\"; workers 2 }\n");
+  ASSERT_TRUE(dj.ok()) << dj.status().message();
+  for (const Config* c : {&*lc, &*dj}) {
+    EXPECT_EQ(c->webhooks.timeout, 120);
+    EXPECT_EQ(c->webhooks.attempts, 3);
+    EXPECT_TRUE(c->webhooks.allow_private);
+    EXPECT_EQ(c->webhooks.ca, ca);
+    EXPECT_EQ(c->webhooks.api_server, "https://djinn.example.com");
+    EXPECT_EQ(c->webhooks.workers, 2);
+  }
+  auto defaults = Load(kMinimal);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->webhooks.timeout, 60);
+  EXPECT_EQ(defaults->webhooks.attempts, 5);
+  EXPECT_FALSE(defaults->webhooks.allow_private);
+  EXPECT_EQ(defaults->webhooks.workers, 1);
+  EXPECT_NE(Error(std::string(kMinimal) + "webhooks = { workers = 0; };\n").find("webhooks.workers: must be between 1 and 64"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace djinn
