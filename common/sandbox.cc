@@ -1,12 +1,16 @@
 #include "common/sandbox.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/landlock.h>
 #include <pwd.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -129,7 +133,10 @@ Result<gid_t> LookupGroup(const std::string& group) {
 // Access bits are kernel ABI and never change; spelled out here because the
 // installed <linux/landlock.h> may be older than the running kernel (Debian
 // 12's stops at ABI 2).
+constexpr uint64_t kFsExecute = 1ULL << 0;
 constexpr uint64_t kFsWriteFile = 1ULL << 1;
+constexpr uint64_t kFsReadFile = 1ULL << 2;
+constexpr uint64_t kFsReadDir = 1ULL << 3;
 constexpr uint64_t kFsRemoveDir = 1ULL << 4;
 constexpr uint64_t kFsRemoveFile = 1ULL << 5;
 constexpr uint64_t kFsMakeChar = 1ULL << 6;
@@ -141,6 +148,24 @@ constexpr uint64_t kFsMakeBlock = 1ULL << 11;
 constexpr uint64_t kFsMakeSym = 1ULL << 12;
 constexpr uint64_t kFsRefer = 1ULL << 13;     // ABI 2
 constexpr uint64_t kFsTruncate = 1ULL << 14;  // ABI 3
+constexpr uint64_t kFsIoctlDev = 1ULL << 15;  // ABI 5
+constexpr uint64_t kNetBindTcp = 1ULL << 0;     // ABI 4
+constexpr uint64_t kNetConnectTcp = 1ULL << 1;  // ABI 4
+constexpr uint64_t kScopeAbstractUnix = 1ULL << 0;  // ABI 6
+constexpr uint64_t kScopeSignal = 1ULL << 1;        // ABI 6
+constexpr int kRuleNetPort = 2;                     // LANDLOCK_RULE_NET_PORT
+
+// The newest ruleset attribute layout; the kernel takes a prefix of it
+// (sizeof up to the last field it knows).
+struct RulesetAttrV6 {
+  uint64_t handled_access_fs;
+  uint64_t handled_access_net;
+  uint64_t scoped;
+};
+struct __attribute__((packed)) NetPortAttr {
+  uint64_t allowed_access;
+  uint64_t port;
+};
 static_assert(kFsWriteFile == LANDLOCK_ACCESS_FS_WRITE_FILE);
 static_assert(kFsMakeSym == LANDLOCK_ACCESS_FS_MAKE_SYM);
 
@@ -535,6 +560,278 @@ Status ApplySandbox(const SandboxOptions& opts, std::string* notes) {
 
   if (Status s = InstallSeccompFilter(); !s.ok()) return s;
   AddNote(notes, "seccomp filter installed");
+  return Status::Ok();
+}
+
+
+// ---------------------------------------------------------------------------
+// The download child
+
+namespace {
+
+uint64_t AllFsRights(int abi) {
+  return WriteRights(abi) | kFsExecute | kFsReadFile | kFsReadDir | (abi >= 5 ? kFsIoctlDev : 0);
+}
+
+// Rights valid on a non-directory.
+uint64_t FileRights(int abi) {
+  return kFsExecute | kFsWriteFile | kFsReadFile | (abi >= 3 ? kFsTruncate : 0) |
+         (abi >= 5 ? kFsIoctlDev : 0);
+}
+
+// A rule for a path that may be a file or a directory: `rights` masked to
+// what the kind of inode takes. False when it does not exist.
+Result<bool> AddAnyPathRule(int ruleset_fd, const std::string& path, uint64_t rights, int abi) {
+  UniqueFd fd(open(path.c_str(), O_PATH | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == EACCES) return false;
+    return StepErrno("landlock: open(" + path + ")", errno);
+  }
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return StepErrno("landlock: fstat(" + path + ")", errno);
+  landlock_path_beneath_attr attr{};
+  attr.allowed_access = S_ISDIR(st.st_mode) ? rights : rights & FileRights(abi);
+  attr.parent_fd = fd.get();
+  if (syscall(SYS_landlock_add_rule, ruleset_fd, LANDLOCK_RULE_PATH_BENEATH, &attr, 0) != 0)
+    return StepErrno("landlock: add rule for " + path, errno);
+  return true;
+}
+
+Status ApplyDownloadLandlock(const DownloadSandbox& box, int abi, std::string* notes) {
+  RulesetAttrV6 attr{};
+  attr.handled_access_fs = AllFsRights(abi);
+  size_t size = sizeof(uint64_t);
+  bool net = abi >= 4 && !box.tcp_connect_ports.empty();
+  if (net) {
+    attr.handled_access_net = kNetBindTcp | kNetConnectTcp;
+    size = 2 * sizeof(uint64_t);
+  }
+  if (abi >= 6) {
+    // Signals and abstract unix sockets only within the child's own
+    // domain: it cannot signal its worker, the master or anyone else.
+    attr.scoped = kScopeSignal | kScopeAbstractUnix;
+    size = sizeof attr;
+  }
+  UniqueFd ruleset(static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, size, 0)));
+  if (!ruleset.valid()) return StepErrno("landlock_create_ruleset (download)", errno);
+  for (const std::string& dir : box.rw_dirs) {
+    Result<bool> added = AddAnyPathRule(ruleset.get(), dir, AllFsRights(abi), abi);
+    if (!added.ok()) return added.status();
+    if (!*added) return Status::Permanent("sandbox: landlock: " + dir + " does not exist");
+  }
+  const uint64_t read = kFsExecute | kFsReadFile | kFsReadDir;
+  for (const std::string& path : box.ro_paths) {
+    Result<bool> added = AddAnyPathRule(ruleset.get(), path, read, abi);
+    if (!added.ok()) return added.status();
+  }
+  Result<bool> devnull = AddAnyPathRule(ruleset.get(), "/dev/null", kFsReadFile | kFsWriteFile, abi);
+  if (!devnull.ok()) return devnull.status();
+  std::string ports;
+  if (net) {
+    for (uint16_t port : box.tcp_connect_ports) {
+      NetPortAttr rule{kNetConnectTcp, port};
+      if (syscall(SYS_landlock_add_rule, ruleset.get(), kRuleNetPort, &rule, 0) != 0)
+        return StepErrno("landlock: tcp port rule " + std::to_string(port), errno);
+      ports += " " + std::to_string(port);
+    }
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return StepErrno("prctl(PR_SET_NO_NEW_PRIVS)", errno);
+  if (syscall(SYS_landlock_restrict_self, ruleset.get(), 0) != 0)
+    return StepErrno("landlock_restrict_self (download)", errno);
+  AddNote(notes, "landlock ABI " + std::to_string(abi) +
+                     (net ? " (tcp connect to" + ports + " only)" : std::string(" (tcp not restricted)")));
+  return ruleset.Close().Wrap("sandbox: landlock ruleset");
+}
+
+// What a transfer needs. Grouped by purpose; a name libseccomp does not
+// know on this architecture (open on arm64, say) is skipped.
+constexpr const char* kDownloadAllowed[] = {
+    // Memory (mmap with PROT_EXEC: libraries loaded lazily, such as NSS
+    // modules and OpenSSL providers).
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
+    // Files: the image (already open), reading trust and resolver files.
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close", "close_range",
+    "open", "openat", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
+    "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "fcntl", "dup",
+    "dup2", "dup3", "pipe", "pipe2", "fsync", "fdatasync", "sync_file_range", "getcwd",
+    // Network (socket's domain and ioctl's request are filtered below).
+    "socketpair", "connect", "bind", "getsockopt", "setsockopt", "getsockname", "getpeername",
+    "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "poll",
+    "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
+    "eventfd2",
+    // Threads (libcurl's resolver; clone's flags are filtered below).
+    "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "sched_yield",
+    "sched_getaffinity",
+    // Signals: own handlers only (kill and tgkill are filtered below).
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "restart_syscall",
+    // Time, identity, randomness, limits: read-only facts.
+    "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday", "time",
+    "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getresuid",
+    "getresgid", "getgroups", "getrandom", "uname", "sysinfo", "getrusage", "getrlimit",
+    "exit", "exit_group",
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's runtime (sanitizer builds only; see the header).
+    "prctl", "prlimit64", "setrlimit",
+#endif
+};
+
+// The SIGSYS report: fd and nothing else is touched in the handler.
+volatile int g_sigsys_fd = -1;
+
+void OnSigsys(int, siginfo_t* info, void*) {
+  char buf[24];
+  int nr = info->si_syscall;
+  // Format by hand: snprintf is not async-signal-safe.
+  char digits[12];
+  int n = 0;
+  unsigned u = nr < 0 ? 0u : static_cast<unsigned>(nr);
+  do {
+    digits[n++] = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0 && n < 11);
+  int len = 0;
+  buf[len++] = 'S';
+  while (n > 0) buf[len++] = digits[--n];
+  buf[len++] = '\n';
+  if (g_sigsys_fd >= 0) {
+    ssize_t unused = write(g_sigsys_fd, buf, static_cast<size_t>(len));
+    (void)unused;
+  }
+  _exit(kSigsysExit);
+}
+
+Status InstallAllowList() {
+  SeccompPtr ctx(seccomp_init(SCMP_ACT_TRAP));
+  if (ctx == nullptr) return Status::Permanent("sandbox: seccomp: seccomp_init failed");
+  int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_API_SYSRAWRC, 1);
+  if (rc != 0) return SeccompErr("attr SYSRAWRC", rc);
+  for (const char* name : kDownloadAllowed) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 0);
+    if (rc != 0) return SeccompErr(std::string("allow ") + name, rc);
+  }
+  // Threads only: clone must carry CLONE_THREAD (no fork, no exec'able
+  // copy of the child); clone3 answers ENOSYS so glibc uses clone.
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                        SCMP_A0_64(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+  if (rc != 0) return SeccompErr("allow clone(CLONE_THREAD)", rc);
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (rc != 0) return SeccompErr("clone3", rc);
+  for (int domain : {AF_INET, AF_INET6, AF_UNIX, AF_NETLINK}) {
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                          SCMP_A0_32(SCMP_CMP_EQ, static_cast<uint32_t>(domain)));
+    if (rc != 0) return SeccompErr("allow socket", rc);
+  }
+  for (unsigned long req : {static_cast<unsigned long>(FIONREAD),
+                            static_cast<unsigned long>(FIONBIO),
+                            static_cast<unsigned long>(TCGETS)}) {
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                          SCMP_A1_64(SCMP_CMP_EQ, req));
+    if (rc != 0) return SeccompErr("allow ioctl", rc);
+  }
+  // Signals to itself only (abort() raises SIGABRT through tgkill).
+  const auto self = static_cast<uint64_t>(getpid());
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+                        SCMP_A0_64(SCMP_CMP_EQ, self));
+  if (rc != 0) return SeccompErr("allow tgkill", rc);
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, SCMP_A0_64(SCMP_CMP_EQ, self));
+  if (rc != 0) return SeccompErr("allow kill", rc);
+  // Reading limits is fine (pid 0 = self, no new limit).
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 2,
+                        SCMP_A0_64(SCMP_CMP_EQ, 0), SCMP_A2_64(SCMP_CMP_EQ, 0));
+  if (rc != 0 && rc != -EEXIST) return SeccompErr("allow prlimit64", rc);
+  rc = seccomp_load(ctx.get());
+  if (rc != 0) return SeccompErr("seccomp_load (download)", rc);
+  return Status::Ok();
+}
+
+}  // namespace
+
+void InstallSigsysReporter(int report_fd) {
+  g_sigsys_fd = report_fd;
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_sigaction = OnSigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSYS, &sa, nullptr);
+}
+
+std::vector<std::string> DownloadReadPaths(const std::vector<std::string>& extra) {
+  std::vector<std::string> paths = {
+      // Libraries loaded after the fork (NSS modules, OpenSSL providers).
+      "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib",
+      // TLS trust and OpenSSL's configuration.
+      "/etc/ssl", "/usr/lib/ssl", "/usr/share/ca-certificates", "/usr/local/share/ca-certificates",
+      "/etc/pki", "/etc/ca-certificates",
+      // Name resolution (resolv.conf's rule binds to where it points).
+      "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+      "/etc/services", "/etc/ld.so.cache",
+      // Randomness (OpenSSL's fallback), CPU facts, our own /proc entry.
+      "/dev/urandom", "/sys/devices/system/cpu", "/proc/self"};
+  for (const std::string& e : extra)
+    if (!e.empty()) paths.push_back(e);
+  std::vector<std::string> existing;
+  for (const std::string& p : paths)
+    if (access(p.c_str(), F_OK) == 0) existing.push_back(p);
+  return existing;
+}
+
+Status ApplyDownloadSandbox(const DownloadSandbox& box, std::string* notes) {
+  if (notes != nullptr) notes->clear();
+  int threads = CountThreads();
+  if (threads > 1)
+    return Status::Permanent("sandbox: download process has " + std::to_string(threads) +
+                             " threads; confine it before starting any thread");
+  if (box.address_space > 0) {
+    rlimit as{static_cast<rlim_t>(box.address_space), static_cast<rlim_t>(box.address_space)};
+    if (setrlimit(RLIMIT_AS, &as) != 0)
+      return StepErrno("setrlimit(RLIMIT_AS, " + std::to_string(box.address_space) + ")", errno);
+    AddNote(notes, "address space " + std::to_string(box.address_space >> 20) + " MiB");
+  }
+  Result<int> abi = LandlockAbi();
+  if (!abi.ok()) return abi.status();
+  if (*abi == 0) {
+    AddNote(notes, "landlock unavailable");
+  } else if (Status s = ApplyDownloadLandlock(box, *abi, notes); !s.ok()) {
+    return s;
+  }
+  if (Status s = InstallAllowList(); !s.ok()) return s;
+  AddNote(notes, "seccomp allow-list");
+  return Status::Ok();
+}
+
+Status LimitProcesses(uint64_t headroom, std::string* notes) {
+  uid_t uid = getuid();
+  if (uid == 0) {
+    AddNote(notes, "RLIMIT_NPROC not enforced for root");
+    return Status::Ok();
+  }
+  // Tasks (threads count) of our real uid right now, from /proc.
+  uint64_t tasks = 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+  if (!proc) return StepErrno("opendir(/proc)", errno);
+  while (dirent* e = readdir(proc.get())) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+    std::string line;
+    long real = -1, count = 0;
+    while (std::getline(status, line)) {
+      if (line.rfind("Uid:", 0) == 0) real = std::atol(line.c_str() + 4);
+      else if (line.rfind("Threads:", 0) == 0) count = std::atol(line.c_str() + 8);
+    }
+    if (real == static_cast<long>(uid)) tasks += static_cast<uint64_t>(count);
+  }
+  rlim_t limit = static_cast<rlim_t>(tasks + headroom);
+  rlimit cur{};
+  if (getrlimit(RLIMIT_NPROC, &cur) != 0) return StepErrno("getrlimit(RLIMIT_NPROC)", errno);
+  if (cur.rlim_max != RLIM_INFINITY && cur.rlim_max < limit) limit = cur.rlim_max;
+  rlimit set{limit, limit};
+  if (setrlimit(RLIMIT_NPROC, &set) != 0)
+    return StepErrno("setrlimit(RLIMIT_NPROC, " + std::to_string(limit) + ")", errno);
+  AddNote(notes, "RLIMIT_NPROC " + std::to_string(limit) + " (" + std::to_string(tasks) +
+                     " tasks of uid " + std::to_string(uid) + " + " + std::to_string(headroom) + ")");
   return Status::Ok();
 }
 

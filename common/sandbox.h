@@ -130,6 +130,60 @@ Status ApplyLandlock(const std::vector<std::string>& writable_dirs,
                      const std::vector<std::string>& writable_files,
                      std::string* notes = nullptr);
 
+// ---------------------------------------------------------------------------
+// The download child's confinement (worker/fetch_child.h), applied in a
+// short-lived child of an already sandboxed worker, on top of the worker's
+// sandbox (layers only ever narrow):
+//
+//   a. RLIMIT_AS (address space) when address_space > 0, RLIMIT_NPROC 0 is
+//      NOT used (threads count against it); RLIMIT_FSIZE is left alone.
+//   b. A second Landlock layer that handles every filesystem right the ABI
+//      knows, reads included: the child may read and write only beneath
+//      rw_dirs (the image's <store>/<user_id>/<driver>), and read (and map
+//      executable, for lazily loaded libraries) only beneath ro_paths
+//      (libraries, TLS trust, name resolution files; see DownloadReadPaths).
+//      With ABI >= 4 also TCP: connect only to tcp_connect_ports, bind
+//      nothing.
+//   c. A seccomp allow-list (OpenSSH's sandbox model): only the system
+//      calls a transfer with libcurl (http, https, sftp), OpenSSL, libssh2,
+//      glibc's resolver and file writes need; clone only for threads;
+//      socket only for AF_INET, AF_INET6, AF_UNIX and AF_NETLINK (glibc's
+//      address configuration query). Anything else raises SIGSYS before the
+//      call runs; the handler installed by InstallSigsysReporter writes the
+//      call's number to report_fd and exits with kSigsysExit.
+//
+// Like ApplySandbox, it must run while the process has one thread.
+struct DownloadSandbox {
+  std::vector<std::string> rw_dirs;
+  std::vector<std::string> ro_paths;
+  std::vector<uint16_t> tcp_connect_ports;  // empty: TCP not restricted
+  uint64_t address_space = 0;               // bytes; 0: no limit
+};
+
+// The exit status of a child killed by the allow-list (after it reported).
+inline constexpr int kSigsysExit = 97;
+
+// Applies a, b and c. *notes as in ApplySandbox ("landlock ABI 7 (tcp
+// ports 8080 53 80 443); seccomp allow-list").
+Status ApplyDownloadSandbox(const DownloadSandbox& box, std::string* notes);
+
+// The read-only paths a download needs, those that exist: shared library
+// directories, OpenSSL's and the CA bundle's directories, the resolver's
+// files (/etc/hosts, resolv.conf and where it points, nsswitch.conf,
+// gai.conf, host.conf, services), /dev/urandom, /proc/self and
+// /sys/devices/system/cpu. `extra` (known_hosts, the system CA file) is
+// appended.
+std::vector<std::string> DownloadReadPaths(const std::vector<std::string>& extra);
+
+// SIGSYS handler for the allow-list: on a refused call it writes
+// "S<nr>\n" to report_fd (async-signal-safe) and _exits kSigsysExit.
+void InstallSigsysReporter(int report_fd);
+
+// RLIMIT_NPROC for a worker: the tasks its real uid runs now plus
+// headroom, so a compromised worker cannot fork without bound. Not
+// enforced by the kernel for uid 0 (noted). *notes gets the limit.
+Status LimitProcesses(uint64_t headroom, std::string* notes);
+
 }  // namespace djinn
 
 #endif  // DJINN_COMMON_SANDBOX_H_

@@ -42,7 +42,14 @@ Scoreboard::Scoreboard(size_t entries) : entries_(entries) {
   entries_ptr_ = static_cast<Entry*>(p);  // zero-filled by the kernel
 }
 
-Scoreboard::~Scoreboard() { munmap(entries_ptr_, sizeof(Entry) * entries_); }
+Scoreboard::~Scoreboard() {
+  if (entries_ > 0) munmap(entries_ptr_, sizeof(Entry) * entries_);
+}
+
+void Scoreboard::DetachInChild() {
+  if (entries_ > 0) munmap(entries_ptr_, sizeof(Entry) * entries_);
+  entries_ = 0;
+}
 
 void Scoreboard::Reset(size_t i) {
   if (i >= entries_) return;

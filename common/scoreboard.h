@@ -54,6 +54,9 @@ class Scoreboard {
   void SetIdle(size_t i);  // also counts a finished job
   // Master: consistent snapshot.
   WorkerState Read(size_t i) const;
+  // In a child process that must not touch the board (a download
+  // process): unmaps it here; every later call does nothing.
+  void DetachInChild();
 
  private:
   struct Entry;

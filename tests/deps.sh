@@ -6,7 +6,7 @@ PKGS="g++ make pkg-config libhiredis-dev libpq-dev libcurl4-openssl-dev
 libconfig-dev libseccomp-dev libmsgpack-dev nlohmann-json3-dev libssl-dev
 libgtest-dev libgmock-dev googletest redis-server redis-tools postgresql
 postgresql-client openssh-server openssh-client openssl python3 procps
-clang libclang-rt-14-dev groff man-db devscripts curl"
+clang libclang-rt-14-dev groff man-db devscripts curl qemu-utils"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

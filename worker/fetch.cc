@@ -1,6 +1,7 @@
 #include "worker/fetch.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 
 #include "common/c_handles.h"
 #include "common/log.h"
+#include "common/qcow2.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
 #include "common/units.h"
@@ -27,7 +29,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr char kQcow2Magic[4] = {'Q', 'F', 'I', '\xfb'};
 constexpr char kQemuDisk[] = "application/x-qemu-disk";
 // Written data is handed to the disk in windows of this size, waited for
 // one window later, so neither dirty pages nor the final fsync grow with
@@ -132,6 +133,7 @@ struct Transfer {
   const FetchOptions* options = nullptr;
   const FetchHooks* hooks = nullptr;
   PartFile* file = nullptr;
+  CURL* curl = nullptr;
   bool http = false;
 
   // The first failure seen by a callback; it makes libcurl abort and is
@@ -149,10 +151,11 @@ struct Transfer {
   bool headers_ok = false;  // the final response passed CheckResponse
   long redirects = 0;
 
-  // Body.
-  char magic[4] = {0, 0, 0, 0};
-  size_t magic_have = 0;
-  bool magic_ok = false;
+  // Body. The first kQcow2CheckBytes are held back until the header
+  // passed CheckQcow2Header: nothing is written before.
+  char head[kQcow2CheckBytes] = {};
+  size_t head_have = 0;
+  bool head_ok = false;
   uint64_t bytes = 0;
 
   // Progress.
@@ -325,27 +328,22 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   }
   const char* p = data;
   size_t left = len;
-  if (!t->magic_ok) {
-    size_t take = std::min(left, sizeof t->magic - t->magic_have);
-    std::memcpy(t->magic + t->magic_have, p, take);
-    t->magic_have += take;
+  if (!t->head_ok) {
+    size_t take = std::min(left, sizeof t->head - t->head_have);
+    std::memcpy(t->head + t->head_have, p, take);
+    t->head_have += take;
     p += take;
     left -= take;
-    if (t->magic_have < sizeof t->magic) {
+    if (t->head_have < sizeof t->head) {
       t->bytes += len;
       return len;
     }
-    if (std::memcmp(t->magic, kQcow2Magic, sizeof kQcow2Magic) != 0) {
-      char hex[9];
-      std::snprintf(hex, sizeof hex, "%02x%02x%02x%02x", static_cast<unsigned char>(t->magic[0]),
-                    static_cast<unsigned char>(t->magic[1]),
-                    static_cast<unsigned char>(t->magic[2]),
-                    static_cast<unsigned char>(t->magic[3]));
-      t->Fail(Status::Permanent(std::string("not a qcow2 image (bad magic ") + hex + ")"));
+    if (Status st = CheckQcow2Header(std::string_view(t->head, t->head_have)); !st.ok()) {
+      t->Fail(std::move(st));
       return 0;
     }
-    t->magic_ok = true;
-    if (Status st = t->file->Write(t->magic, sizeof t->magic); !st.ok()) {
+    t->head_ok = true;
+    if (Status st = t->file->Write(t->head, t->head_have); !st.ok()) {
       t->Fail(std::move(st));
       return 0;
     }
@@ -377,6 +375,26 @@ int OnProgress(void* user, curl_off_t dltotal, curl_off_t, curl_off_t, curl_off_
   return 0;
 }
 
+// The host of the URL libcurl is connecting for (the first URL or a
+// redirect's), as the user wrote it: what a refusal may name. The resolved
+// address stays in our own log (the error column is shown to the user, and
+// would let them map internal names).
+std::string ConnectingHost(const Transfer& t) {
+  char* effective = nullptr;
+  if (curl_easy_getinfo(t.curl, CURLINFO_EFFECTIVE_URL, &effective) == CURLE_OK && effective) {
+    Result<Url> u = ParseUrl(effective);
+    if (u.ok()) return u->DisplayHost();
+  }
+  return "?";
+}
+
+uint16_t SockaddrPort(const struct sockaddr* sa) {
+  if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  if (sa->sa_family == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+  return 0;
+}
+
 curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr) {
   auto* t = static_cast<Transfer*>(user);
   if (!t->options->allow_private) {
@@ -384,10 +402,23 @@ curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr)
     AddressClass c = ClassifySockaddr(&addr->addr, addr->addrlen, &text);
     if (c != AddressClass::kPublic) {
       if (t->refused.empty())
-        t->refused = "refused to connect to " + text + " (" + AddressClassName(c) +
+        t->refused = "destination not allowed (" + ConnectingHost(*t) +
                      "; set download.allow_private to allow)";
       LOG_DEBUG("%s: refused to connect to %s (%s)", t->hooks->log_prefix.c_str(), text.c_str(),
                 AddressClassName(c));
+      return CURL_SOCKET_BAD;
+    }
+  }
+  if (!t->options->tcp_ports.empty()) {
+    uint16_t port = SockaddrPort(&addr->addr);
+    const auto& ports = t->options->tcp_ports;
+    if (std::find(ports.begin(), ports.end(), port) == ports.end()) {
+      if (t->refused.empty()) {
+        std::string allowed;
+        for (uint16_t p : ports) allowed += (allowed.empty() ? "" : ", ") + std::to_string(p);
+        t->refused = "destination port " + std::to_string(port) + " not allowed (" +
+                     ConnectingHost(*t) + "; a download connects only to ports " + allowed + ")";
+      }
       return CURL_SOCKET_BAD;
     }
   }
@@ -473,7 +504,7 @@ Status PartFile::Reserve(const FetchTarget& target, bool* busy) {
   for (int tries = 0; tries < 5; ++tries) {
     // No O_TRUNC: the file may be another process's, still being written.
     UniqueFd fd(
-        openat(dir.get(), part_.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
+        openat(dir.get(), part_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
     if (!fd.valid()) return Err("creating " + PartPath(), errno);
     if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Err("locking " + PartPath(), errno);
@@ -508,6 +539,22 @@ Status PartFile::Write(const char* data, size_t len) {
   }
   if (written_ - flushed_ >= kWritebackWindow) StartWriteback();
   return Status::Ok();
+}
+
+Result<uint64_t> PartFile::Verify() const {
+  struct stat st {};
+  if (fstat(fd_.get(), &st) != 0) return Err("fstat " + PartPath(), errno);
+  char head[kQcow2CheckBytes];
+  size_t have = 0;
+  while (have < sizeof head) {
+    ssize_t n = pread(fd_.get(), head + have, sizeof head - have, static_cast<off_t>(have));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err("reading " + PartPath(), errno);
+    if (n == 0) break;
+    have += static_cast<size_t>(n);
+  }
+  if (Status check = CheckQcow2Header(std::string_view(head, have)); !check.ok()) return check;
+  return static_cast<uint64_t>(st.st_size);
 }
 
 Status PartFile::Commit() {
@@ -629,16 +676,33 @@ Result<FetchOptions> FetchOptionsFromConfig(const Config& config) {
   return o;
 }
 
-Result<FetchResult> Fetch(const std::string& url_text, PartFile* file, const FetchOptions& options,
-                          const FetchHooks& hooks) {
+std::string FetchContext(const std::string& url_text) {
+  Result<Url> parsed = ParseUrl(url_text);
+  return "GET " + ShownUrl(parsed.ok() ? parsed->Redacted() : RedactUrl(url_text));
+}
+
+std::vector<uint16_t> DownloadPorts(const std::string& url_text) {
+  Result<Url> url = ParseUrl(url_text);
+  if (!url.ok()) return {};
+  uint16_t own = 0;
+  if (url->port > 0 && url->port < 65536) own = static_cast<uint16_t>(url->port);
+  else own = url->scheme == "https" ? 443 : url->scheme == "sftp" ? 22 : 80;
+  std::vector<uint16_t> ports;
+  if (own != 0) ports.push_back(own);
+  if (url->scheme != "sftp") {
+    for (uint16_t p : {80, 443})
+      if (p != own) ports.push_back(p);
+  }
+  return ports;
+}
+
+Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
+                              const FetchOptions& options, const FetchHooks& hooks) {
   Result<Url> parsed = ParseUrl(url_text);
   if (!parsed.ok()) return parsed.status().Wrap("GET " + ShownUrl(RedactUrl(url_text)));
   const Url& url = *parsed;
   const std::string context = "GET " + ShownUrl(url.Redacted());
-  auto fail = [&](const Status& st) -> Result<FetchResult> {
-    file->Discard();
-    return st.Wrap(context);
-  };
+  auto fail = [&](const Status& st) -> Result<FetchResult> { return st.Wrap(context); };
 
   if (url.scheme != "http" && url.scheme != "https" && url.scheme != "sftp")
     return fail(Status::Permanent("unsupported scheme \"" + Printable(url.scheme, 20) +
@@ -652,6 +716,7 @@ Result<FetchResult> Fetch(const std::string& url_text, PartFile* file, const Fet
   t.options = &options;
   t.hooks = &hooks;
   t.file = file;
+  t.curl = curl.get();
   t.http = url.scheme != "sftp";
   char errbuf[CURL_ERROR_SIZE] = "";
 
@@ -738,23 +803,24 @@ Result<FetchResult> Fetch(const std::string& url_text, PartFile* file, const Fet
 
   rc = curl_easy_perform(c);
   if (rc == CURLE_OK && t.failure.ok()) {
-    if (!t.magic_ok) {
-      t.Fail(Status::Permanent(t.bytes == 0 ? std::string("not a qcow2 image (empty)")
-                                            : "not a qcow2 image (only " + std::to_string(t.bytes) +
-                                                  " bytes)"));
+    if (!t.head_ok) {
+      // Shorter than the header: the check explains what it lacks.
+      Status st = CheckQcow2Header(std::string_view(t.head, t.head_have));
+      if (st.ok() && t.head_have > 0) st = t.file->Write(t.head, t.head_have);
+      if (st.ok()) t.head_ok = true;
+      else t.Fail(st);
+    }
+    if (!t.failure.ok()) {
     } else if (t.http && !t.headers_ok) {
       // A 3xx libcurl chose not to follow (304, 305, ...): final, and wrong.
       std::string why = t.reason.empty() ? "" : " " + t.reason;
       t.Fail(
           Status::Permanent("HTTP " + std::to_string(t.status) + why + " (redirect not followed)"));
-    } else if (Status st = file->Commit(); !st.ok()) {
-      t.Fail(st);
     }
   }
   Status outcome = t.failure;
   if (outcome.ok() && rc != CURLE_OK) outcome = FromCurlCode(rc, t, errbuf);
   if (!outcome.ok()) {
-    file->Discard();
     char* effective = nullptr;
     std::string where = context;
     if (t.http && t.redirects > 0 &&

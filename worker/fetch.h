@@ -1,9 +1,12 @@
 // Fetch: downloads one QEMU image (http, https or sftp) into the image
 // store with libcurl, for the download job (DESIGN §4).
 //
-// What a successful Fetch() guarantees:
-//   - the first 4 bytes were the qcow2 magic "QFI\xfb" (checked as soon as
-//     they arrive, before anything is written);
+// The transfer itself runs in a short-lived confined child of the worker
+// (worker/fetch_child.h, FetchConfined); the worker reserves the file and
+// commits it. What a successful FetchConfined() guarantees:
+//   - the image's header passed CheckQcow2Header (common/qcow2.h): checked
+//     in the child as soon as its first bytes arrive, before anything is
+//     written, and again by the worker on the file before the rename;
 //   - http(s): the final response was 2xx with Content-Type
 //     application/x-qemu-disk (case-insensitive, parameters ignored);
 //   - the body is at <root>/<dirs...>/<name>, written through
@@ -40,7 +43,14 @@
 //     CURLOPT_OPENSOCKETFUNCTION and refused when it is loopback, private,
 //     CGNAT, link-local, multicast, unspecified or reserved (IPv4 embedded
 //     in IPv6 unwrapped first; see common/url.h). Checking the socket
-//     address, not the host name, also defeats DNS rebinding.
+//     address, not the host name, also defeats DNS rebinding. The refusal
+//     reads "destination not allowed (<host as in the URL>; set
+//     download.allow_private to allow)": the resolved address goes to the
+//     daemon's log at debug level only, never into the error column.
+//   - Ports: a transfer connects only to FetchOptions::tcp_ports (the
+//     source URL's port, and 80 and 443 for http and https: redirects);
+//     another is refused with "destination port N not allowed". The
+//     child's Landlock layer enforces the same list (ABI >= 4).
 //   - Proxies from the environment (http_proxy, ...) are ignored, as in
 //     the Go consumer.
 //   - Bounds: download.timeout for the whole transfer; 30 s to connect
@@ -99,6 +109,7 @@ struct FetchOptions {
   long max_redirects = 5;
   int progress_log_seconds = 10;
   long buffer_size = 512 * 1024;  // libcurl's receive buffer
+  std::vector<uint16_t> tcp_ports;  // connect only to these; empty: any
 };
 
 // Options from the configuration: timeout, the smaller non-zero of
@@ -152,6 +163,11 @@ class PartFile {
   // the lock, *busy is set and kTransient returned; nothing is changed.
   Status Reserve(const FetchTarget& target, bool* busy);
   bool reserved() const { return fd_.valid(); }
+  int fd() const { return fd_.get(); }  // for a child process to write to
+  // After a transfer (in another process): the file's size, with its
+  // header checked again (CheckQcow2Header), so what is committed never
+  // depends on the transfer process's word.
+  Result<uint64_t> Verify() const;
   const std::string& path() const { return path_; }  // the final path
 
   // For Fetch(): appends (pushing written data to disk as it goes); fsync,
@@ -174,10 +190,19 @@ class PartFile {
 // curl_global_init, once per process. Safe to call again.
 Status InitFetch();
 
-// Downloads url into file, which must be reserved. On success the image is
-// at file->path(); on failure file is discarded.
-Result<FetchResult> Fetch(const std::string& url, PartFile* file, const FetchOptions& options,
-                          const FetchHooks& hooks);
+// The transfer alone: downloads url into file, which must be reserved,
+// and neither commits nor discards it (the caller does; in the download
+// child, the worker does). result.path is empty.
+Result<FetchResult> FetchBody(const std::string& url, PartFile* file, const FetchOptions& options,
+                              const FetchHooks& hooks);
+
+// "GET <url, password redacted>": what every fetch error starts with.
+std::string FetchContext(const std::string& url);
+
+// The TCP ports a download of url may connect to: the URL's own (or its
+// scheme's default), and for http and https also 80 and 443 (redirects
+// between the two). Empty when url does not parse.
+std::vector<uint16_t> DownloadPorts(const std::string& url);
 
 }  // namespace djinn
 

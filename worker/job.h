@@ -37,6 +37,10 @@ struct JobContext {
   // something at most once a second): lets the worker notice that its
   // master died and keep its claim on the job alive meanwhile.
   std::function<void()> keep_alive;
+  // Runs in a child process the job forks (the download process), first
+  // thing: drops what the worker holds that a child must not keep (the
+  // scoreboard mapping). May be empty.
+  std::function<void()> in_child;
 };
 
 class JobHandler {
@@ -55,7 +59,9 @@ void RegisterWebhookJobs(const Config& config, JobRegistry* registry);
 
 // One factory per job file.
 std::unique_ptr<JobHandler> NewPingJob();
-std::unique_ptr<JobHandler> NewDownloadJob(const Config& config);
+// test_hooks: honour DJINN_CONSUMER_TEST_DOWNLOAD_PROBE (the test suite's
+// sandbox probes; see worker/fetch_child.h ConfineOptions::probe).
+std::unique_ptr<JobHandler> NewDownloadJob(const Config& config, bool test_hooks = false);
 std::unique_ptr<JobHandler> NewWebhookJob(const Config& config);
 std::unique_ptr<JobHandler> NewSleepJob();
 std::unique_ptr<JobHandler> NewCrashJob();

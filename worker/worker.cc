@@ -32,6 +32,9 @@ constexpr int64_t kHoldBackMaxMs = 30000;
 // An orphan (master gone) heartbeats its own consumer key this often while
 // it finishes its job: well inside curlyq's 120 s expiry.
 constexpr int64_t kOrphanHeartbeatMs = 5000;
+// RLIMIT_NPROC headroom over the tasks the worker's uid runs at its start,
+// plus 4 per configured worker (see RunWorkerProcess).
+constexpr uint64_t kProcessHeadroom = 64;
 
 volatile sig_atomic_t g_stop = 0;
 volatile sig_atomic_t g_reopen = 0;
@@ -66,15 +69,7 @@ void InstallWorkerSignals() {
 // Redis connection, and the life pipe's write end (held by the master
 // alone, so that its death reads as end of file here).
 void CloseInheritedFds(int life_fd) {
-  int keep[2] = {Log::Fd(), life_fd};
-  if (keep[0] > keep[1]) std::swap(keep[0], keep[1]);
-  unsigned from = 3;
-  for (int k : keep) {
-    if (k < static_cast<int>(from)) continue;
-    if (k > static_cast<int>(from)) syscall(SYS_close_range, from, static_cast<unsigned>(k - 1), 0u);
-    from = static_cast<unsigned>(k) + 1;
-  }
-  syscall(SYS_close_range, from, ~0u, 0u);
+  CloseFdsExcept({Log::Fd(), life_fd});
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) {
     dup2(devnull, STDIN_FILENO);
@@ -100,10 +95,16 @@ void CloseInheritedFds(int life_fd) {
   SandboxOptions sb;
   sb.user = cfg.user;
   sb.group = cfg.group;
-  sb.writable_dirs = {cfg.store.path};
+  // Delivery workers never touch the store.
+  if (!params.webhooks) sb.writable_dirs = {cfg.store.path};
   if (!cfg.log_file.empty()) sb.writable_files = {cfg.log_file};
   std::string notes;
   Status st = ApplySandbox(sb, &notes);
+  // A worker needs at most a download process and two resolver threads
+  // beyond itself; the headroom covers the other workers starting too.
+  if (st.ok())
+    st = LimitProcesses(kProcessHeadroom + 4 * static_cast<uint64_t>(cfg.workers + cfg.webhooks.workers),
+                        &notes);
   if (!st.ok()) {
     LOG_ERROR("cannot apply sandbox: %s", st.message().c_str());
     _exit(kExitWorkerSandbox);
@@ -323,7 +324,8 @@ std::string Worker::RunJob(const RawJob& raw) {
                      Title("busy " + name + " " + e.id + " " + progress);
                      KeepAlive();
                    },
-                   [this] { KeepAlive(); }};
+                   [this] { KeepAlive(); },
+                   [this] { p_.scoreboard->DetachInChild(); }};
     Status st = it->second->Run(*job, ctx);
     Finish(e, name, st, &ack);
   }

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include "tests/harness/qcow2_image.h"
+
 namespace djinn::testing {
 
 namespace fs = std::filesystem;
@@ -134,11 +136,11 @@ std::vector<HttpServer::HookRequest> HttpServer::HookRequests(const std::string&
 std::string HttpServer::BigBody(size_t n) {
   // Keep in step with big_block() in httpd.py.
   constexpr size_t kBlock = 1 << 20;
+  const std::string header = Qcow2Header();
   std::string out(n, '\0');
   for (size_t i = 0; i < n; ++i) {
     size_t j = i % kBlock;
-    static const char kMagic[] = "QFI\xfb";
-    out[i] = j < 4 ? kMagic[j] : static_cast<char>((j * 31 + 7) & 0xff);
+    out[i] = j < header.size() ? header[j] : static_cast<char>((j * 31 + 7) & 0xff);
   }
   return out;
 }

@@ -54,25 +54,33 @@ import re
 import select
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
 import urllib.parse
 
-QCOW2_MAGIC = b"QFI\xfb"
 BLOCK = 1 << 20
 E2E_USER, E2E_PASS = "djinn", "s3cret"
 
 
+def qcow2_header():
+    """The valid qcow2 v3 header of tests/harness/qcow2_image.h (112 bytes)."""
+    c = 1 << 16
+    return struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, 16, 64 << 20, 0,
+                       1, 3 * c, c, 1, 0, 0, 0, 0, 0, 4, 104) + bytes(8)
+
+
 def big_block():
-    """1 MiB: byte i is (i*31+7) & 0xff, with the qcow2 magic at offset 0.
+    """1 MiB: byte i is (i*31+7) & 0xff, with a valid qcow2 header at 0.
 
     /big/<n> is this block repeated and cut at n bytes (so every MiB starts
-    with the magic). http_server.cc BigBody() builds the same bytes.
+    with the header). http_server.cc BigBody() builds the same bytes.
     """
     table = bytes((i * 31 + 7) & 0xFF for i in range(256))
     block = bytearray(table * (BLOCK // 256))
-    block[0:4] = QCOW2_MAGIC
+    header = qcow2_header()
+    block[0:len(header)] = header
     return bytes(block)
 
 

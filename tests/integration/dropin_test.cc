@@ -16,6 +16,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/qcow2_image.h"
 #include "tests/harness/queue_fixture.h"
 #include "tests/harness/redis_client.h"
 
@@ -216,7 +217,7 @@ TEST_F(DjinnSyntaxTest, ConfigWithIncludeVarsAndTwoLogLinesDownloadsAnImage) {
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
   std::string image(128 * 1024, 'x');
-  image.replace(0, 4, "QFI\xfb");
+  image = WithQcow2Header(image);
   WriteFile(files_->Sub("djinn-syntax.qcow2"), image);
   int image_id = pg_->AddImage(7, "qemu", "djinn-syntax-hash");
   std::string url = http_->url("files/djinn-syntax.qcow2");

@@ -18,6 +18,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/qcow2_image.h"
 #include "tests/harness/queue_fixture.h"
 #include "tests/harness/redis_client.h"
 
@@ -49,7 +50,7 @@ seconds OutageLength(int fallback) {
 }
 
 std::string Qcow(const std::string& seed) {
-  std::string s = "QFI\xfb" + seed;
+  std::string s = Qcow2Header() + seed;
   s.resize(64 * 1024, 'q');
   return s;
 }

@@ -12,6 +12,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/qcow2_image.h"
 #include "tests/harness/redis_client.h"
 #include "tests/harness/sshd.h"
 #include "tests/harness/vectors.h"
@@ -24,7 +25,7 @@ using std::chrono::seconds;
 
 // A small qcow2-looking image: the magic, then bytes that differ per file.
 std::string Qcow2Bytes(const std::string& seed, size_t n = 256 * 1024) {
-  std::string s = "QFI\xfb";
+  std::string s = Qcow2Header();
   uint32_t x = 2166136261u;
   for (char c : seed) x = (x ^ static_cast<unsigned char>(c)) * 16777619u;
   while (s.size() < n) {

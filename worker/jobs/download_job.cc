@@ -10,9 +10,11 @@
 //   2. SELECT user_id, driver, hash FROM images WHERE id = $1
 //      no row, or a driver/hash that is not a plain path segment: the error
 //      is recorded and the job acked.
-//   3. Fetch (worker/fetch.h) to <store>/<user_id>/<driver>/<hash>. When
-//      another delivery is writing that file right now, wait for it and
-//      stop if it finished our row (see Reserve below).
+//   3. Fetch to <store>/<user_id>/<driver>/<hash>: the worker reserves the
+//      .part file, a confined child process does the transfer
+//      (worker/fetch_child.h), the worker checks the header again and
+//      commits. When another delivery is writing that file right now, wait
+//      for it and stop if it finished our row (see Reserve below).
 //   4. UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1
 //      (error NULL on success).
 //   5. With webhooks on (a crypto block): for the image's namespace, each
@@ -55,6 +57,7 @@
 #include "common/url.h"
 #include "common/webhook.h"
 #include "worker/fetch.h"
+#include "worker/fetch_child.h"
 #include "worker/job.h"
 
 namespace djinn {
@@ -95,9 +98,12 @@ bool AllDigits(const std::string& s) {
 
 class DownloadJob : public JobHandler {
  public:
-  explicit DownloadJob(const Config& config)
+  DownloadJob(const Config& config, bool test_hooks)
       : config_(config), store_(config.store.path), db_(config.database),
         options_(LoadOptions(config)) {
+    if (const char* probes = std::getenv("DJINN_CONSUMER_TEST_DOWNLOAD_PROBE");
+        test_hooks && probes != nullptr)
+      probes_ = probes;
     if (config.crypto.set) {
       hooks_queue_ = OpenQueue(config, 5000, WebhookQueueName(config));
       const char* env = std::getenv("DJINN_API_SERVER");
@@ -168,7 +174,16 @@ class DownloadJob : public JobHandler {
       if (done_elsewhere) return QueueEvents(*args, prefix);
       if (outcome.ok()) {
         FetchHooks hooks{prefix, ctx.set_progress, ctx.keep_alive};
-        Result<FetchResult> got = Fetch(args->source, &file, *options_, hooks);
+        FetchOptions options = *options_;
+        options.tcp_ports = DownloadPorts(args->source);
+        ConfineOptions confine;
+        confine.image_dir = store_ + "/" + user_id + "/" + driver;
+        confine.in_child = ctx.in_child;
+#if !defined(__SANITIZE_ADDRESS__)
+        confine.address_space_headroom = kDownloadAddressHeadroom;
+#endif
+        confine.probe = ProbeFor(id);
+        Result<FetchResult> got = FetchConfined(args->source, &file, options, hooks, confine);
         if (got.ok()) {
           double mib_s =
               got->seconds > 0 ? static_cast<double>(got->bytes) / got->seconds / (1 << 20) : 0;
@@ -307,6 +322,20 @@ class DownloadJob : public JobHandler {
     return FetchOptionsFromConfig(config);
   }
 
+  // The test suite's probe for download `id`: "ID=probe;ID=probe..."
+  std::string ProbeFor(const std::string& id) const {
+    size_t at = 0;
+    while (at < probes_.size()) {
+      size_t end = probes_.find(';', at);
+      if (end == std::string::npos) end = probes_.size();
+      std::string item = probes_.substr(at, end - at);
+      size_t eq = item.find('=');
+      if (eq != std::string::npos && item.substr(0, eq) == id) return item.substr(eq + 1);
+      at = end + 1;
+    }
+    return "";
+  }
+
   static Status DatabaseDown(const Status& st) {
     // Never the user's fault, and nothing can be recorded: unreachable is
     // an outage (kUnavailable); another error (permission denied) retries.
@@ -319,12 +348,13 @@ class DownloadJob : public JobHandler {
   std::string store_;
   PgClient db_;
   Result<FetchOptions> options_;
+  std::string probes_;  // test hook; see ProbeFor
 };
 
 }  // namespace
 
-std::unique_ptr<JobHandler> NewDownloadJob(const Config& config) {
-  return std::make_unique<DownloadJob>(config);
+std::unique_ptr<JobHandler> NewDownloadJob(const Config& config, bool test_hooks) {
+  return std::make_unique<DownloadJob>(config, test_hooks);
 }
 
 }  // namespace djinn

@@ -5,7 +5,7 @@ namespace djinn {
 
 void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry) {
   (*registry)["ping"] = NewPingJob();
-  (*registry)["download_job"] = NewDownloadJob(config);
+  (*registry)["download_job"] = NewDownloadJob(config, test_jobs);
   if (test_jobs) {
     (*registry)["sleep"] = NewSleepJob();
     (*registry)["crash"] = NewCrashJob();

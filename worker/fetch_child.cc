@@ -1,0 +1,329 @@
+#include "worker/fetch_child.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "common/log.h"
+#include "common/sandbox.h"
+#include "common/text.h"
+#include "common/unique_fd.h"
+
+namespace djinn {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxReportLine = 4096;  // longer lines from the child are dropped
+constexpr size_t kMaxShownMessage = 2048;
+constexpr int kTimeoutSlackSeconds = 30;  // past download.timeout: killed
+constexpr int kDnsPort = 53;              // glibc's resolver falls back to TCP
+
+void WriteAll(int fd, std::string_view s) {
+  while (!s.empty()) {
+    ssize_t n = write(fd, s.data(), s.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    s.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+std::string OneLine(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+void Report(int fd, const Status& st, uint64_t bytes) {
+  WriteAll(fd, "R" + std::to_string(static_cast<int>(st.kind())) + " " + std::to_string(bytes) +
+                   " " + OneLine(st.message()) + "\n");
+}
+
+// The child's address space now, from /proc/self/statm (pages).
+uint64_t AddressSpaceNow() {
+  FILE* f = std::fopen("/proc/self/statm", "re");
+  if (f == nullptr) return 0;
+  unsigned long long pages = 0;
+  if (std::fscanf(f, "%llu", &pages) != 1) pages = 0;
+  std::fclose(f);
+  return pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Test hook: what a compromised child would try first.
+Status Probe(const std::string& probe) {
+  std::string what = probe.substr(0, probe.find(':'));
+  std::string arg = probe.find(':') == std::string::npos ? "" : probe.substr(probe.find(':') + 1);
+  auto outcome = [&](bool ok, int err) {
+    return Status::Permanent("test probe " + probe + ": " +
+                             (ok ? std::string("succeeded") : std::strerror(err)));
+  };
+  if (what == "read") {
+    int fd = open(arg.c_str(), O_RDONLY | O_CLOEXEC);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return outcome(fd >= 0, err);
+  }
+  if (what == "write") {
+    int fd = open(arg.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return outcome(fd >= 0, err);
+  }
+  if (what == "connect") {
+    UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(static_cast<uint16_t>(std::atoi(arg.c_str())));
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = s.valid() && connect(s.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0;
+    return outcome(ok, errno);
+  }
+  if (what == "exec") {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    execv("/bin/true", argv);
+    return outcome(false, errno);
+  }
+  if (what == "fork") {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    int err = errno;
+    if (pid > 0) waitpid(pid, nullptr, 0);
+    return outcome(pid > 0, err);
+  }
+  return Status::Permanent("test probe " + probe + ": unknown probe");
+}
+
+[[noreturn]] void ChildMain(pid_t worker, int report, const std::string& url, PartFile* file,
+                            const FetchOptions& options, const FetchHooks& hooks,
+                            const ConfineOptions& confine) {
+  const std::string context = FetchContext(url);
+  // Dies with its worker, whatever it is doing.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != worker) _exit(1);
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = SIG_DFL;
+  sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGPIPE, &sa, nullptr);
+  CloseFdsExcept({Log::Fd(), report, file->fd()});
+  if (confine.in_child) confine.in_child();
+  InstallSigsysReporter(report);
+
+  DownloadSandbox box;
+  box.rw_dirs = {confine.image_dir};
+  box.ro_paths = DownloadReadPaths({options.known_hosts});
+  box.tcp_connect_ports = options.tcp_ports;
+  if (!box.tcp_connect_ports.empty()) box.tcp_connect_ports.push_back(kDnsPort);
+  if (confine.address_space_headroom > 0)
+    box.address_space = AddressSpaceNow() + confine.address_space_headroom;
+  std::string notes;
+  if (Status st = ApplyDownloadSandbox(box, &notes); !st.ok()) {
+    Report(report, Status::Unavailable("cannot confine the download process: " + st.message())
+                       .Wrap(context),
+           0);
+    _exit(0);
+  }
+  LOG_DEBUG("%s: download process %d confined (%s)", hooks.log_prefix.c_str(),
+            static_cast<int>(getpid()), notes.c_str());
+
+  Status outcome;
+  uint64_t bytes = 0;
+  try {
+    if (!confine.probe.empty()) {
+      outcome = Probe(confine.probe).Wrap(context);
+    } else {
+      FetchHooks mine{hooks.log_prefix,
+                      [report](const std::string& progress) {
+                        WriteAll(report, "P" + OneLine(progress) + "\n");
+                      },
+                      nullptr};
+      Result<FetchResult> got = FetchBody(url, file, options, mine);
+      outcome = got.status();
+      if (got.ok()) bytes = got->bytes;
+    }
+  } catch (const std::bad_alloc&) {
+    outcome = Status::Transient("download process ran out of memory (address space limit " +
+                                std::to_string(box.address_space >> 20) + " MiB)")
+                  .Wrap(context);
+  }
+  Report(report, outcome, bytes);
+  _exit(0);
+}
+
+// What the child said, read as untrusted input.
+struct ChildReport {
+  bool have_result = false;
+  Status result;
+  uint64_t bytes = 0;
+  int sigsys = -1;  // the refused system call's number
+};
+
+void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks) {
+  if (line.empty()) return;
+  char tag = line[0];
+  line.remove_prefix(1);
+  if (tag == 'P') {
+    if (hooks.set_progress) hooks.set_progress(Printable(line, 40));
+  } else if (tag == 'S') {
+    rep->sigsys = std::atoi(std::string(line.substr(0, 10)).c_str());
+  } else if (tag == 'R' && !rep->have_result) {
+    // "<kind> <bytes> <message>"
+    size_t sp1 = line.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos) return;
+    int kind = std::atoi(std::string(line.substr(0, sp1)).c_str());
+    rep->bytes = std::strtoull(std::string(line.substr(sp1 + 1, sp2 - sp1 - 1)).c_str(), nullptr, 10);
+    std::string msg = Printable(line.substr(sp2 + 1), kMaxShownMessage);
+    switch (static_cast<Status::Kind>(kind)) {
+      case Status::Kind::kOk:
+        rep->result = Status::Ok();
+        break;
+      case Status::Kind::kTransient:
+        rep->result = Status::Transient(msg);
+        break;
+      case Status::Kind::kPermanent:
+        rep->result = Status::Permanent(msg);
+        break;
+      case Status::Kind::kUnavailable:
+        rep->result = Status::Unavailable(msg);
+        break;
+      default:  // poison is not a download's outcome; anything else is noise
+        rep->result = Status::Transient("download process sent an unknown report");
+        break;
+    }
+    rep->have_result = true;
+  }
+}
+
+std::string SyscallName(int nr) {
+  char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+  std::string out = name ? name : "#" + std::to_string(nr);
+  std::free(name);
+  return out;
+}
+
+std::string DescribeExit(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char* name = sigabbrev_np(sig);
+    return "killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
+  }
+  return "exited with status " + std::to_string(WEXITSTATUS(status)) + " without a report";
+}
+
+}  // namespace
+
+Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
+                                  const FetchOptions& options, const FetchHooks& hooks,
+                                  const ConfineOptions& confine) {
+  const std::string context = FetchContext(url);
+  auto fail = [&](const Status& st) -> Result<FetchResult> {
+    file->Discard();
+    return st;
+  };
+  if (!file->reserved()) return fail(Status::Transient("internal error: target not reserved").Wrap(context));
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0)
+    return fail(Status::FromErrno("cannot start the download process: pipe", errno,
+                                  Status::Kind::kUnavailable)
+                    .Wrap(context));
+  UniqueFd from_child(fds[0]), to_parent(fds[1]);
+  const pid_t worker = getpid();
+  auto start = Clock::now();
+  pid_t pid = fork();
+  if (pid < 0)
+    return fail(Status::FromErrno("cannot start the download process: fork", errno,
+                                  Status::Kind::kUnavailable)
+                    .Wrap(context));
+  if (pid == 0) ChildMain(worker, to_parent.get(), url, file, options, hooks, confine);
+  to_parent.Reset();
+
+  ChildReport rep;
+  std::string pending;
+  bool killed = false;
+  auto deadline = start + std::chrono::seconds(options.timeout_seconds + kTimeoutSlackSeconds);
+  for (;;) {
+    struct pollfd pfd = {from_child.get(), POLLIN, 0};
+    int n = poll(&pfd, 1, 1000);
+    if (hooks.keep_alive) hooks.keep_alive();
+    if (!killed && Clock::now() >= deadline) {
+      kill(pid, SIGKILL);
+      killed = true;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;
+    char buf[4096];
+    ssize_t got = read(from_child.get(), buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;  // end of file: the child is gone (or closed it)
+    pending.append(buf, static_cast<size_t>(got));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      HandleLine(std::string_view(pending).substr(0, nl), &rep, hooks);
+      pending.erase(0, nl + 1);
+    }
+    if (pending.size() > kMaxReportLine) pending.clear();  // overlong: dropped
+  }
+  // Reap: a child that closed its end but lingers gets a short grace.
+  int status = 0;
+  for (int i = 0;; i++) {
+    pid_t r = waitpid(pid, &status, i < 200 ? WNOHANG : 0);
+    if (r == pid) break;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      status = 0;
+      break;
+    }
+    if (i == 200) kill(pid, SIGKILL);
+    struct timespec ms10 = {0, 10 * 1000 * 1000};
+    if (i < 200) nanosleep(&ms10, nullptr);
+  }
+
+  if (rep.sigsys >= 0 || (WIFEXITED(status) && WEXITSTATUS(status) == kSigsysExit)) {
+    std::string call = rep.sigsys >= 0 ? SyscallName(rep.sigsys) : "unknown";
+    LOG_ERROR("%s: download process %d stopped by the sandbox: forbidden system call %s",
+              hooks.log_prefix.c_str(), static_cast<int>(pid), call.c_str());
+    return fail(Status::Permanent("download process stopped by the sandbox: forbidden system call " +
+                                  call)
+                    .Wrap(context));
+  }
+  if (killed)
+    return fail(Status::Transient("download process killed after " +
+                                  std::to_string(options.timeout_seconds + kTimeoutSlackSeconds) +
+                                  " s (download.timeout + " +
+                                  std::to_string(kTimeoutSlackSeconds) + " s)")
+                    .Wrap(context));
+  if (!rep.have_result)
+    return fail(Status::Transient("download process " + DescribeExit(status)).Wrap(context));
+  if (!rep.result.ok()) return fail(rep.result);
+
+  Result<uint64_t> size = file->Verify();
+  if (!size.ok()) return fail(size.status().Wrap(context));
+  if (Status st = file->Commit(); !st.ok()) return fail(st.Wrap(context));
+  FetchResult r;
+  r.bytes = *size;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.path = file->path();
+  return r;
+}
+
+}  // namespace djinn
