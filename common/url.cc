@@ -203,11 +203,18 @@ std::string Url::Redacted() const {
     if (has_password) out += ":****";
     out += "@";
   }
-  out += HostForUrl(*this, true);
+  out += DisplayHost();
   if (port != 0) out += ":" + std::to_string(port);
   out += path;
   if (!raw_query.empty()) out += "?" + raw_query;
   return out;
+}
+
+std::string Url::DisplayHost() const { return HostForUrl(*this, true); }
+
+std::string DestinationNotAllowed(const Url& url, std::string_view setting) {
+  return "destination not allowed (" + url.DisplayHost() + "; set " + std::string(setting) +
+         " to allow)";
 }
 
 std::string Url::QueryValue(std::string_view key) const {
@@ -307,18 +314,28 @@ AddressClass ClassifyIPv6(const uint8_t b[16]) {
       if (b[i] != 0) return false;
     return true;
   };
-  auto v4 = [&](int at) {
-    return ClassifyIPv4(static_cast<uint32_t>(b[at]) << 24 |
-                        static_cast<uint32_t>(b[at + 1]) << 16 |
-                        static_cast<uint32_t>(b[at + 2]) << 8 | b[at + 3]);
+  auto u32 = [&](int at) {
+    return static_cast<uint32_t>(b[at]) << 24 | static_cast<uint32_t>(b[at + 1]) << 16 |
+           static_cast<uint32_t>(b[at + 2]) << 8 | b[at + 3];
   };
+  auto v4 = [&](int at) { return ClassifyIPv4(u32(at)); };
   if (zero(0, 16)) return AddressClass::kUnspecified;
   if (zero(0, 15) && b[15] == 1) return AddressClass::kLoopback;
   if (zero(0, 10) && b[10] == 0xff && b[11] == 0xff) return v4(12);  // ::ffff:a.b.c.d
-  if (zero(0, 12)) return v4(12);                                    // ::a.b.c.d (deprecated)
+  if (zero(0, 8) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0)
+    return v4(12);                 // ::ffff:0:a.b.c.d SIIT
+  if (zero(0, 12)) return v4(12);  // ::a.b.c.d (deprecated)
   if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) {
     if (zero(4, 12)) return v4(12);                                   // 64:ff9b::/96 NAT64
     if (b[4] == 0x00 && b[5] == 0x01) return AddressClass::kPrivate;  // 64:ff9b:1::/48
+  }
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00) {
+    // Teredo (RFC 4380 section 4). A packet to this address goes, in UDP
+    // over IPv4, to the client's mapped address (inverted in the last 32
+    // bits), and the Teredo machinery also talks to the server: both must
+    // be public for the address to be.
+    AddressClass client = ClassifyIPv4(~u32(12));
+    return client != AddressClass::kPublic ? client : v4(4);
   }
   if (b[0] == 0x20 && b[1] == 0x02) return v4(2);                              // 2002::/16 6to4
   if ((b[0] & 0xfe) == 0xfc) return AddressClass::kPrivate;                    // fc00::/7

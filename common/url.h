@@ -41,6 +41,10 @@ struct Url {
   // The URL for logs, error messages and process titles: the password
   // replaced by "****" ("https://user:****@host/x"), no fragment.
   std::string Redacted() const;
+  // The host as Redacted() shows it: no port, an IPv6 literal in brackets
+  // with its zone as "%25zone", other bytes outside RFC 3986's unreserved
+  // and sub-delims %-escaped (so always one clean line).
+  std::string DisplayHost() const;
   // The first value of a query parameter (decoded; '+' is a space, as in
   // Go's url.ParseQuery); "" when absent.
   std::string QueryValue(std::string_view key) const;
@@ -65,6 +69,15 @@ bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out);
 // clear of our ".<hash>.part" temporaries).
 bool IsSafePathSegment(std::string_view s);
 
+// What the server-side request forgery guard reports when it refuses to
+// connect: "destination not allowed (<url.DisplayHost()>; set <setting> to
+// allow)", e.g. "destination not allowed (hooks.example; set
+// webhooks.allow_private to allow)". It names the host as the URL gives it,
+// never the address it resolved to: the text is stored where the URL's
+// owner reads it, and resolved addresses would map the internal network
+// for them. (Log the resolved address at debug level, for operators.)
+std::string DestinationNotAllowed(const Url& url, std::string_view setting);
+
 // Where an address points, for the server-side request forgery guard.
 enum class AddressClass {
   kPublic,
@@ -86,8 +99,19 @@ const char* AddressClassName(AddressClass c);
 // IPv4 in host byte order.
 AddressClass ClassifyIPv4(uint32_t addr);
 // 16 bytes, network order. IPv4 embedded in IPv6 is unwrapped and
-// classified as IPv4: IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
-// (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002:AABB:CCDD::/48).
+// classified as IPv4, so a private or loopback IPv4 cannot hide in IPv6:
+//   - IPv4-mapped ::ffff:a.b.c.d (::ffff:0:0/96),
+//   - SIIT IPv4-translated ::ffff:0:a.b.c.d (::ffff:0:0:0/96, RFC 2765),
+//   - IPv4-compatible ::a.b.c.d (deprecated; :: and ::1 excepted),
+//   - NAT64 well-known prefix 64:ff9b::a.b.c.d (64:ff9b::/96, RFC 6052),
+//   - 6to4 2002:AABB:CCDD::/48 (RFC 3056),
+//   - Teredo 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC (2001::/32, RFC 4380):
+//     the client's address is the last 32 bits inverted, the server's
+//     bits 32..63; the address is public only when both are, else it takes
+//     the client's class (or, with a public client, the server's).
+// The NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215) is private as a
+// whole: its operator chooses where the IPv4 address sits (RFC 6052 allows
+// /48 to /96), so it cannot be unwrapped reliably.
 AddressClass ClassifyIPv6(const uint8_t addr[16]);
 // AF_INET / AF_INET6 sockaddr; *text (if not null) gets the address in
 // text form ("127.0.0.1", "::ffff:127.0.0.1"). Other families: kReserved.

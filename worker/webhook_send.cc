@@ -138,7 +138,7 @@ std::string GoHeaderText(const std::vector<std::string>& lines, int code, bool h
 
 struct Exchange {
   bool allow_private = false;
-  std::string refused;  // SSRF refusal, set by OnOpenSocket
+  bool refused = false;  // OnOpenSocket refused an address (SSRF guard)
 
   // The response being read; reset on each status line (1xx answers).
   int status = 0;
@@ -195,9 +195,9 @@ curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr)
     std::string text;
     AddressClass c = ClassifySockaddr(&addr->addr, addr->addrlen, &text);
     if (c != AddressClass::kPublic) {
-      if (x->refused.empty())
-        x->refused = "refused to connect to " + text + " (" + AddressClassName(c) +
-                     "; set webhooks.allow_private to allow)";
+      // The resolved address goes to the operators' log only: the recorded
+      // error names the URL's host (DestinationNotAllowed).
+      x->refused = true;
       LOG_DEBUG("webhook: refused to connect to %s (%s)", text.c_str(), AddressClassName(c));
       return CURL_SOCKET_BAD;
     }
@@ -207,8 +207,9 @@ curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr)
 }
 
 // A libcurl failure before any answer arrived.
-Status FromCurlCode(CURLcode rc, const Exchange& x, const char* errbuf) {
-  if (rc == CURLE_COULDNT_CONNECT && !x.refused.empty()) return Status::Permanent(x.refused);
+Status FromCurlCode(CURLcode rc, const Exchange& x, const Url& url, const char* errbuf) {
+  if (rc == CURLE_COULDNT_CONNECT && x.refused)
+    return Status::Permanent(DestinationNotAllowed(url, "webhooks.allow_private"));
   std::string msg = Printable(RedactUrl(errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc)), 300);
   while (!msg.empty() && msg.back() == ' ') msg.pop_back();
   switch (rc) {
@@ -369,7 +370,7 @@ WebhookResponse PostWebhook(const WebhookRequest& request) {
     return finish(Status::Ok());
   }
   if (rc == CURLE_OK) return finish(Status::Transient("no HTTP answer").Wrap(context));
-  return finish(FromCurlCode(rc, x, errbuf).Wrap(context));
+  return finish(FromCurlCode(rc, x, url, errbuf).Wrap(context));
 }
 
 }  // namespace djinn

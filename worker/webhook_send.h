@@ -41,9 +41,9 @@
 //     "POST <url without userinfo>: <cause>" (an unparsable URL is shown
 //     with its password masked). Kinds:
 //       kPermanent: malformed URL, a scheme other than http/https, an
-//         invalid request header, a refused address ("refused to connect to
-//         127.0.0.1 (loopback address; set webhooks.allow_private to
-//         allow)").
+//         invalid request header, a refused address ("destination not
+//         allowed (localhost; set webhooks.allow_private to allow)": the
+//         URL's host as written, never the address it resolved to).
 //       kTransient: everything else: timeouts, refused or reset
 //         connections, DNS failures, TLS failures (also an unverifiable
 //         certificate), libcurl setup failures.

@@ -13,6 +13,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/http_server.h"
 #include "tests/harness/postgres.h"
+#include "tests/harness/qcow2_image.h"
 #include "tests/harness/queue_fixture.h"
 
 namespace djinn::testing {
@@ -97,7 +98,7 @@ class WebhookDeliveryTest : public QueueFixture {
     static int n = 0;
     std::string hash = name + "-" + std::to_string(++n);
     if (ok) {
-      std::string body = "QFI\xfb" + name;
+      std::string body = Qcow2Header() + name;
       body.resize(4096, 'h');
       WriteFile(files_->Sub(hash + ".qcow2"), body);
     }
@@ -196,19 +197,29 @@ TEST_F(WebhookDeliveryTest, ClientErrorIsFinal) {
 }
 
 // The request forgery guard: a loopback receiver is refused (unless
-// webhooks.allow_private), no packet is sent, and the refusal is recorded.
+// webhooks.allow_private), no packet is sent, and the refusal is recorded
+// naming the URL's host, never the address it resolved to.
 TEST_F(WebhookDeliveryTest, PrivateReceiverIsRefusedAndRecorded) {
-  int hook = AddHook(http_->url("hook/private"));
+  std::string url = http_->url("hook/private");
+  url.replace(url.find("127.0.0.1"), 9, "localhost");
+  int hook = AddHook(url);
   DaemonOptions o = HookOpts(/*allow_private=*/false);
   Daemon d(o);
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
   Submit("private");
   ASSERT_TRUE(WaitFor([&] { return Rows(hook) == 1; }, seconds(30))) << d.Log();
-  EXPECT_EQ(Rows(hook, "error LIKE '%refused to connect to 127.0.0.1 (loopback address; set "
-                       "webhooks.allow_private to allow)%' AND response_code IS NULL"),
+  EXPECT_EQ(
+      pg_->Query1("SELECT error FROM namespace_webhook_deliveries WHERE webhook_id = " +
+                  std::to_string(hook)),
+      "POST " + url + ": destination not allowed (localhost; set webhooks.allow_private to allow)");
+  EXPECT_EQ(Rows(hook,
+                 "response_code IS NULL AND error NOT LIKE '%127.0.0.1%' AND "
+                 "error NOT LIKE '%::1%'"),
             1);
   EXPECT_TRUE(http_->HookRequests("private").empty());
+  // The operators' log (debug level) still names the address.
+  EXPECT_TRUE(d.WaitForLog("webhook: refused to connect to ")) << d.Log();
 }
 
 // A secret that does not decrypt: a row with the error, no request.

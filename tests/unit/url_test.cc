@@ -267,6 +267,92 @@ TEST(ClassifyAddress, Ipv4EmbeddedInIpv6IsUnwrapped) {
   EXPECT_EQ(Class("2002:808:808::1"), AddressClass::kPublic);
 }
 
+// Every form that carries an IPv4 address inside IPv6, each with a
+// private, a loopback and a public IPv4 inside: the embedded address decides.
+TEST(ClassifyAddress, EveryIpv4InIpv6FormIsUnwrapped) {
+  struct Case {
+    const char* addr;
+    AddressClass want;
+  } cases[] = {
+      // IPv4-mapped, ::ffff:0:0/96.
+      {"::ffff:192.168.1.1", AddressClass::kPrivate},
+      {"::ffff:127.0.0.1", AddressClass::kLoopback},
+      {"::ffff:8.8.8.8", AddressClass::kPublic},
+      // SIIT IPv4-translated, ::ffff:0:0:0/96 (RFC 2765).
+      {"::ffff:0:10.0.0.1", AddressClass::kPrivate},
+      {"::ffff:0:127.0.0.1", AddressClass::kLoopback},
+      {"::ffff:0:7f00:1", AddressClass::kLoopback},
+      {"::ffff:0:169.254.169.254", AddressClass::kLinkLocal},
+      {"::ffff:0:8.8.8.8", AddressClass::kPublic},
+      // IPv4-compatible, ::/96 (deprecated).
+      {"::172.16.0.1", AddressClass::kPrivate},
+      {"::127.0.0.1", AddressClass::kLoopback},
+      {"::8.8.8.8", AddressClass::kPublic},
+      // NAT64 well-known prefix, 64:ff9b::/96 (RFC 6052).
+      {"64:ff9b::192.168.0.1", AddressClass::kPrivate},
+      {"64:ff9b::127.0.0.1", AddressClass::kLoopback},
+      {"64:ff9b::8.8.8.8", AddressClass::kPublic},
+      // NAT64 local-use prefix, 64:ff9b:1::/48 (RFC 8215): private whatever
+      // it embeds, since its operator chooses where the IPv4 address sits.
+      {"64:ff9b:1::10.0.0.1", AddressClass::kPrivate},
+      {"64:ff9b:1::127.0.0.1", AddressClass::kPrivate},
+      {"64:ff9b:1::8.8.8.8", AddressClass::kPrivate},
+      {"64:ff9b:1:7f00:1::", AddressClass::kPrivate},
+      // 6to4, 2002::/16 (RFC 3056).
+      {"2002:a00:1::1", AddressClass::kPrivate},
+      {"2002:7f00:1::1", AddressClass::kLoopback},
+      {"2002:808:808::1", AddressClass::kPublic},
+      // Teredo, 2001::/32 (RFC 4380): server 65.54.227.120 (public) in bits
+      // 32..63, the client's address inverted in the last 32 bits.
+      {"2001:0:4136:e378:8000:63bf:f5ff:fffe", AddressClass::kPrivate},      // client 10.0.0.1
+      {"2001:0:4136:e378:8000:63bf:3f57:fefe", AddressClass::kPrivate},      // 192.168.1.1
+      {"2001:0:4136:e378:8000:63bf:80ff:fffe", AddressClass::kLoopback},     // 127.0.0.1
+      {"2001:0:4136:e378:8000:63bf:5601:5695", AddressClass::kLinkLocal},    // 169.254.169.106
+      {"2001:0:4136:e378:8000:63bf:ffff:ffff", AddressClass::kUnspecified},  // 0.0.0.0
+      {"2001:0:4136:e378:8000:63bf:f7f7:f7f7", AddressClass::kPublic},       // 8.8.8.8
+      // RFC 4380's own example: client 192.0.2.45, a documentation address.
+      {"2001:0:4136:e378:8000:63bf:3fff:fdd2", AddressClass::kReserved},
+      // A public client behind a server that is not public.
+      {"2001:0:a00:1:8000:63bf:f7f7:f7f7", AddressClass::kPrivate},    // server 10.0.0.1
+      {"2001:0:7f00:1:8000:63bf:f7f7:f7f7", AddressClass::kLoopback},  // server 127.0.0.1
+      // A private client wins over a loopback server.
+      {"2001:0:7f00:1:8000:63bf:f5ff:fffe", AddressClass::kPrivate},
+      // Next to Teredo, not Teredo.
+      {"2001:1::f5ff:fffe", AddressClass::kPublic},
+      {"2001:db8::f5ff:fffe", AddressClass::kReserved},
+  };
+  for (const auto& c : cases) EXPECT_EQ(Class(c.addr), c.want) << c.addr;
+}
+
+// The guard checks the socket address libcurl is about to connect to, so
+// the forms count there too.
+TEST(ClassifySockaddr, UnwrapsTeredoAndSiit) {
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  std::string text;
+  inet_pton(AF_INET6, "2001:0:4136:e378:8000:63bf:80ff:fffe", &in6.sin6_addr);
+  EXPECT_EQ(ClassifySockaddr(reinterpret_cast<sockaddr*>(&in6), sizeof in6, &text),
+            AddressClass::kLoopback);
+  inet_pton(AF_INET6, "::ffff:0:192.168.0.1", &in6.sin6_addr);
+  EXPECT_EQ(ClassifySockaddr(reinterpret_cast<sockaddr*>(&in6), sizeof in6, &text),
+            AddressClass::kPrivate);
+}
+
+TEST(DestinationNotAllowed, NamesTheHostAsTheUrlGivesIt) {
+  auto u = ParseUrl("https://user:pw@hooks.example:8443/x?y=1");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(DestinationNotAllowed(*u, "webhooks.allow_private"),
+            "destination not allowed (hooks.example; set webhooks.allow_private to allow)");
+  u = ParseUrl("http://[fe80::1%25eth0]:80/");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(DestinationNotAllowed(*u, "download.allow_private"),
+            "destination not allowed ([fe80::1%25eth0]; set download.allow_private to allow)");
+  // Bytes outside ASCII are shown escaped, as in Url::Redacted().
+  u = ParseUrl("http://b%C3%BCcher.example/");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->DisplayHost(), "b%C3%BCcher.example");
+}
+
 TEST(ClassifyAddress, NotALiteral) {
   EXPECT_FALSE(ClassifyAddress("localhost").ok());
   EXPECT_FALSE(ClassifyAddress("1.2.3").ok());
