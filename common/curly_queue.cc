@@ -516,29 +516,20 @@ Result<std::vector<Queue::FailedJob>> CurlyQueue::FailInflight(
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0) {
     return Unexpected("read " + consumer_key, rep);
   }
-  // Copy out first: the reply is freed by the next command.
-  struct Held {
-    std::string id;
-    std::optional<std::string> envelope;
-  };
-  std::vector<Held> held;
+  // `read` owns its reply until we return (each command gets a reply of its
+  // own), so IDs and envelopes are read in place: the master never copies a
+  // payload; it re-encodes one only to write back its Attempt.
+  std::vector<FailedJob> handled;
   for (size_t i = 0; i + 1 < rep->elements; i += 2) {
     const redisReply* id = rep->element[i];
-    const redisReply* env = rep->element[i + 1];
+    const redisReply* raw = rep->element[i + 1];
     if (id->type != REDIS_REPLY_STRING) continue;
-    Held h{std::string(ReplyView(id)), std::nullopt};
-    if (env->type == REDIS_REPLY_STRING) h.envelope.emplace(ReplyView(env));
-    held.push_back(std::move(h));
-  }
-
-  std::vector<FailedJob> handled;
-  for (const Held& h : held) {
     FailedJob fj;
-    fj.id = h.id;
+    fj.id.assign(ReplyView(id));
     fj.dead = true;  // no data or undecodable: dead, envelope unchanged
     std::string new_env;
-    if (h.envelope) {
-      Result<Envelope> env = DecodeEnvelope(*h.envelope);
+    if (raw->type == REDIS_REPLY_STRING) {
+      Result<EnvelopeView> env = DecodeEnvelopeView(ReplyView(raw));
       if (env.ok() && !count_attempt) {
         fj.attempt = env->attempt;  // requeued as it is
         fj.dead = false;

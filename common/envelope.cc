@@ -1,8 +1,9 @@
 // A hand-written msgpack reader rather than msgpack-c: msgpack-c allocates
 // an array or map of the size its header claims before reading a single
 // element, so a 5-byte "map of 2^32 entries" costs gigabytes. This reader
-// allocates nothing but the ID and Data strings, checks every length and
-// count against the bytes left, and bounds the nesting of values it skips.
+// allocates nothing (ID, Data and map keys are views into the input; only
+// DecodeEnvelope copies ID and Data, once), checks every length and count
+// against the bytes left, and bounds the nesting of values it skips.
 //
 // The encoder is hand-written too, because the bytes must be exactly what
 // vmihailenco/msgpack v4 writes for curlyq's Job (see vectors README §2):
@@ -46,8 +47,8 @@ class EnvelopeReader {
  public:
   explicit EnvelopeReader(std::string_view bytes) : in_(bytes) {}
 
-  Result<Envelope> Read() {
-    Envelope env;
+  Result<EnvelopeView> Read() {
+    EnvelopeView env;
     env.data_nil = true;  // until a Data key says otherwise
     if (!ReadEnvelope(&env)) return Status::Poison(error_);
     return env;
@@ -163,24 +164,22 @@ class EnvelopeReader {
   }
 
   // str, bin (what v4 accepts for a string or []byte) or nil.
-  bool ReadBytes(std::string_view what, std::string* out, bool* is_nil) {
+  bool ReadBytes(std::string_view what, std::string_view* out, bool* is_nil) {
     Header h;
-    std::string_view b;
     if (!ReadHeader(&h)) return false;
     *is_nil = h.type == Header::kNil;
     if (*is_nil) {
-      out->clear();
+      *out = {};
       return true;
     }
     if (h.type != Header::kStr && h.type != Header::kBin) {
       return Fail(std::string(what) + " is " + TypeName(h.type) + " (code " + Hex(h.code) +
                   "), want str or bin");
     }
-    if (!in_.Take(h.n, &b)) {
+    if (!in_.Take(h.n, out)) {
       return Fail(std::string(what) + " length " + std::to_string(h.n) + " exceeds " +
                   std::to_string(in_.left()) + " bytes left");
     }
-    out->assign(b);
     return true;
   }
 
@@ -226,7 +225,7 @@ class EnvelopeReader {
     }
   }
 
-  bool ReadField(std::string_view key, Envelope* env) {
+  bool ReadField(std::string_view key, EnvelopeView* env) {
     bool is_nil = false;
     if (key == "ID") return ReadBytes("ID", &env->id, &is_nil);
     if (key == "Data") return ReadBytes("Data", &env->data, &env->data_nil);
@@ -234,7 +233,7 @@ class EnvelopeReader {
     return Skip(1);  // v4 skips fields it does not know
   }
 
-  bool ReadEnvelope(Envelope* env) {
+  bool ReadEnvelope(EnvelopeView* env) {
     Header h;
     if (!ReadHeader(&h)) return false;
     if (h.type == Header::kArray) {  // v4 StructAsArray: [ID, Data, Attempt]
@@ -247,7 +246,7 @@ class EnvelopeReader {
     } else if (h.type == Header::kMap) {
       if (!CheckCount(h, 2)) return false;
       for (uint64_t i = 0; i < h.n; ++i) {
-        std::string key;
+        std::string_view key;
         bool is_nil = false;
         if (!ReadBytes("key", &key, &is_nil) || !ReadField(key, env)) {
           return false;
@@ -289,9 +288,22 @@ void PutLength(size_t n, uint8_t fix, uint8_t code8, std::string* out) {
 
 }  // namespace
 
-Result<Envelope> DecodeEnvelope(std::string_view bytes) { return EnvelopeReader(bytes).Read(); }
+Result<EnvelopeView> DecodeEnvelopeView(std::string_view bytes) {
+  return EnvelopeReader(bytes).Read();
+}
 
-std::string EncodeEnvelope(const Envelope& env) {
+Result<Envelope> DecodeEnvelope(std::string_view bytes) {
+  Result<EnvelopeView> view = DecodeEnvelopeView(bytes);
+  if (!view.ok()) return view.status();
+  Envelope env;
+  env.id.assign(view->id);
+  env.data.assign(view->data);
+  env.data_nil = view->data_nil;
+  env.attempt = view->attempt;
+  return env;
+}
+
+std::string EncodeEnvelope(const EnvelopeView& env) {
   std::string out;
   out.reserve(32 + env.id.size() + env.data.size());
   out += "\x83\xa2ID";

@@ -9,10 +9,18 @@
 // type sequence (definitions, then a type id), which is how an interface
 // value's name, its type definitions and its concrete value end up in
 // different messages.
+//
+// Memory (the bound is GobMemoryBound in gob.h): names are views into the
+// reader's one copy of the stream, never copied per value, because one
+// struct type's name is shared by every value of that type: 2^17 values of a
+// type with 16 MiB of names would otherwise ask for 2 TiB. Type definitions
+// and their fields count against kMaxGobDefs for the same reason values
+// count against kMaxGobValues: each takes one wire byte but tens in memory.
 #include "common/gob.h"
 
 #include <bit>
 #include <limits>
+#include <memory>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -36,15 +44,19 @@ enum : int32_t {
 
 bool IsBuiltin(int64_t id) { return id >= kIdBool && id <= kIdInterface; }
 
+// GobMemoryBound's 640 bytes per value: 3 x sizeof(GobField), plus overhead.
+static_assert(3 * sizeof(GobField) + 128 <= 640, "update GobMemoryBound");
+
+// Names are views into the reader's copy of the stream.
 struct FieldDef {
-  std::string name;
+  std::string_view name;
   int32_t id = 0;
 };
 
 // A type definition received in the stream (a wireType).
 struct TypeDef {
   GobKind kind = GobKind::kBool;  // kArray .. kTextMarshaler
-  std::string name;
+  std::string_view name;
   int32_t elem = 0;              // array, slice, map
   int32_t key = 0;               // map
   int64_t len = 0;               // array
@@ -53,15 +65,12 @@ struct TypeDef {
 
 class GobReader {
  public:
-  explicit GobReader(std::string_view stream) : stream_(stream) {}
+  explicit GobReader(std::shared_ptr<const std::string> storage)
+      : storage_(std::move(storage)), stream_(*storage_) {}
 
   Result<GobValue> Read() {
     GobValue value;
     int32_t id = 0;
-    if (stream_.left() > kMaxPayloadBytes) {
-      return Status::Poison("gob: stream of " + std::to_string(stream_.left()) + " bytes exceeds " +
-                            std::to_string(kMaxPayloadBytes));
-    }
     if (!ReadTypeSequence(false, &id) || !CheckDefined(id) || !ReadTopValue(id, 0, &value)) {
       return Status::Poison(error_);
     }
@@ -125,15 +134,29 @@ class GobReader {
     return true;
   }
 
-  bool ReadBytes(std::string_view what, std::string* out) {
+  // A length-prefixed byte string, as a view into the stream.
+  bool ReadBytes(std::string_view what, std::string_view* out) {
     uint64_t n = 0;
-    std::string_view b;
     if (!ReadUint(msg_, &n)) return false;
-    if (!msg_.Take(n, &b)) {
+    if (!msg_.Take(n, out)) {
       return Fail(std::string(what) + " length " + std::to_string(n) + " exceeds " +
                   std::to_string(msg_.left()) + " bytes left");
     }
+    return true;
+  }
+  bool ReadBytes(std::string_view what, std::string* out) {
+    std::string_view b;
+    if (!ReadBytes(what, &b)) return false;
     out->assign(b);
+    return true;
+  }
+
+  // Type definitions and struct fields share one budget.
+  bool CountDefs(uint64_t n) {
+    if (n > kMaxGobDefs - defs_) {
+      return Fail("more than " + std::to_string(kMaxGobDefs) + " type definitions and fields");
+    }
+    defs_ += n;
     return true;
   }
 
@@ -212,6 +235,7 @@ class GobReader {
     if (types_.count(static_cast<int32_t>(id)) != 0) {
       return Fail("duplicate definition of type id " + std::to_string(id));
     }
+    if (!CountDefs(1)) return false;
     static constexpr GobKind kKinds[] = {
         GobKind::kArray,      GobKind::kSlice,           GobKind::kStruct,       GobKind::kMap,
         GobKind::kGobEncoder, GobKind::kBinaryMarshaler, GobKind::kTextMarshaler};
@@ -246,7 +270,7 @@ class GobReader {
   // CommonType{Name, Id}. The Id is not compared with the definition's id:
   // Go writes a different one for types reached through pointers (url.URL)
   // and its decoder ignores it.
-  bool ReadCommonType(std::string* name) {
+  bool ReadCommonType(std::string_view* name) {
     return ForEachField(2, [&](size_t f) {
       int64_t ignored = 0;
       return f == 0 ? ReadBytes("type name", name) : ReadInt(&ignored);
@@ -256,7 +280,7 @@ class GobReader {
   // []fieldType{Name, Id}; each takes at least its 0 terminator.
   bool ReadStructFields(TypeDef* def) {
     uint64_t n = 0;
-    if (!ReadCount("struct field", 1, &n)) return false;
+    if (!ReadCount("struct field", 1, &n) || !CountDefs(n)) return false;
     for (uint64_t i = 0; i < n; ++i) {
       FieldDef& field = def->fields.emplace_back();
       bool ok = ForEachField(2, [&](size_t f) {
@@ -337,7 +361,7 @@ class GobReader {
       return Fail("interface type name length " + std::to_string(n) + " exceeds " +
                   std::to_string(msg_.left()) + " bytes left");
     }
-    out->name.assign(name);
+    out->name = name;
     if (name.empty()) return true;  // nil interface
     int32_t id = 0;
     uint64_t ignored = 0;
@@ -361,6 +385,7 @@ class GobReader {
     if (++values_ > kMaxGobValues) {
       return Fail("more than " + std::to_string(kMaxGobValues) + " values");
     }
+    out->storage = storage_;
     uint64_t n = 0;
     switch (id) {
       case kIdBool:
@@ -393,7 +418,7 @@ class GobReader {
     if (it == types_.end()) return Fail("unknown type id " + std::to_string(id));
     const TypeDef& t = it->second;  // stable: map nodes never move
     out->kind = t.kind;
-    out->name = t.name;
+    out->name = t.name;  // a view, shared by every value of the type
     switch (t.kind) {
       case GobKind::kStruct:
         return ForEachField(t.fields.size(), [&](size_t f) {
@@ -424,11 +449,14 @@ class GobReader {
     }
   }
 
+  // The stream; every value read shares it.
+  std::shared_ptr<const std::string> storage_;
   ByteCursor stream_;  // messages not read yet
   ByteCursor msg_;     // the rest of the current message
   std::unordered_map<int32_t, TypeDef> types_;
   std::unordered_set<int32_t> checked_;
   size_t values_ = 0;
+  size_t defs_ = 0;  // type definitions and struct fields
   std::string error_;
 };
 
@@ -477,7 +505,14 @@ const GobValue* GobValue::Field(std::string_view field_name) const {
   return nullptr;
 }
 
-Result<GobValue> DecodeGob(std::string_view stream) { return GobReader(stream).Read(); }
+Result<GobValue> DecodeGob(std::string_view stream) {
+  // Checked before the copy, so an oversized stream costs nothing.
+  if (stream.size() > kMaxPayloadBytes) {
+    return Status::Poison("gob: stream of " + std::to_string(stream.size()) + " bytes exceeds " +
+                          std::to_string(kMaxPayloadBytes));
+  }
+  return GobReader(std::make_shared<const std::string>(stream)).Read();
+}
 
 Result<GobInterfaceValue> DecodeGobInterface(std::string_view stream) {
   Result<GobValue> value = DecodeGob(stream);
@@ -487,7 +522,7 @@ Result<GobInterfaceValue> DecodeGobInterface(std::string_view stream) {
                           ", want an interface value");
   }
   if (value->elems.empty()) return Status::Poison("gob: nil interface value");
-  return GobInterfaceValue{std::move(value->name), std::move(value->elems.front())};
+  return GobInterfaceValue{std::string(value->name), std::move(value->elems.front())};
 }
 
 Result<DownloadArgs> DownloadArgsFromGob(const GobInterfaceValue& job) {

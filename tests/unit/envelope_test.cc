@@ -1,4 +1,4 @@
-// DecodeEnvelope / EncodeEnvelope against the curlyq vectors
+// DecodeEnvelope, DecodeEnvelopeView and EncodeEnvelope against the curlyq vectors
 // (tests/data/vectors, README §2) and hand-made msgpack.
 #include "common/envelope.h"
 
@@ -7,10 +7,13 @@
 #include "tests/harness/vectors.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace djinn {
 namespace {
@@ -278,6 +281,92 @@ TEST(EnvelopeEncode, PicksTheShortestStrAndBinHeaders) {
     EXPECT_EQ(back->data, env.data);
     EXPECT_EQ(back->attempt, -2);
   }
+}
+
+// --- DecodeEnvelopeView -------------------------------------------------------
+
+// Every tests/data/vectors/*.msgpack file name.
+std::vector<std::string> MsgpackVectors() {
+  const char* dir = std::getenv("DJINN_TEST_DATA");
+  std::vector<std::string> names;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(dir ? dir : "tests/data") + "/vectors")) {
+    if (entry.path().extension() == ".msgpack") names.push_back(entry.path().filename());
+  }
+  return names;
+}
+
+// DecodeEnvelopeView(bytes) says what DecodeEnvelope(bytes) says, and its
+// ID and Data point into `bytes`.
+void ExpectViewMatchesCopy(std::string_view bytes) {
+  Result<EnvelopeView> view = DecodeEnvelopeView(bytes);
+  Result<Envelope> copy = DecodeEnvelope(bytes);
+  ASSERT_EQ(view.ok(), copy.ok());
+  if (!copy.ok()) {
+    EXPECT_EQ(view.status().message(), copy.status().message());
+    EXPECT_TRUE(view.status().poison());
+    return;
+  }
+  EXPECT_EQ(view->id, copy->id);
+  EXPECT_EQ(view->data, copy->data);
+  EXPECT_EQ(view->data_nil, copy->data_nil);
+  EXPECT_EQ(view->attempt, copy->attempt);
+  EXPECT_EQ(EncodeEnvelope(*view), EncodeEnvelope(*copy));
+  auto inside = [&](std::string_view s) {
+    std::less_equal<const char*> le;
+    return s.empty() ||
+           (le(bytes.data(), s.data()) && le(s.data() + s.size(), bytes.data() + bytes.size()));
+  };
+  EXPECT_TRUE(inside(view->id));
+  EXPECT_TRUE(inside(view->data));
+}
+
+TEST(EnvelopeView, EveryVectorDecodesAsThroughDecodeEnvelope) {
+  const std::vector<std::string> names = MsgpackVectors();
+  EXPECT_EQ(names.size(), 39u);
+  int decoded = 0;
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    const std::string bytes = ReadVector(name);
+    ExpectViewMatchesCopy(bytes);
+    decoded += DecodeEnvelopeView(bytes).ok();
+  }
+  EXPECT_EQ(decoded, 36);  // the other three are rejected at the msgpack stage
+}
+
+TEST(EnvelopeView, PrefixesAndByteMutationsOfEveryVectorDecodeAsThroughDecodeEnvelope) {
+  for (const std::string& name : MsgpackVectors()) {
+    SCOPED_TRACE(name);
+    std::string bytes = ReadVector(name);
+    if (bytes.size() > 4096) continue;
+    for (size_t n = 0; n < bytes.size(); ++n) {
+      ExpectViewMatchesCopy(std::string_view(bytes).substr(0, n));
+    }
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      const char saved = bytes[i];
+      for (int b : {0x00, 0x7f, 0x80, 0xc0, 0xdf, 0xff, saved ^ 0x01}) {
+        bytes[i] = static_cast<char>(b);
+        ExpectViewMatchesCopy(bytes);
+      }
+      bytes[i] = saved;
+    }
+  }
+}
+
+TEST(EnvelopeView, ReencodesWithANewAttemptAsTheMasterDoes) {
+  const std::string bytes = ReadVector("dl_http_plain.msgpack");
+  Result<EnvelopeView> view = DecodeEnvelopeView(bytes);
+  Result<Envelope> copy = DecodeEnvelope(bytes);
+  ASSERT_TRUE(view.ok() && copy.ok());
+  view->attempt = NextAttempt(*view);
+  copy->attempt = NextAttempt(*copy);
+  EXPECT_EQ(view->attempt, 1);
+  const std::string again = EncodeEnvelope(*view);
+  EXPECT_EQ(again, EncodeEnvelope(*copy));
+  Result<Envelope> back = DecodeEnvelope(again);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->data, copy->data);
+  EXPECT_EQ(back->attempt, 1);
 }
 
 }  // namespace

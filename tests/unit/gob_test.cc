@@ -6,10 +6,15 @@
 
 #include "tests/harness/vectors.h"
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -81,7 +86,7 @@ TEST(GobVectors, DownloadJobsDecodeToTheRecordedFields) {
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     EXPECT_EQ(v->name, job["gob_type_name"].get<std::string>());
     std::vector<std::string> on_wire;
-    for (const GobField& f : v->value.fields) on_wire.push_back(f.name);
+    for (const GobField& f : v->value.fields) on_wire.emplace_back(f.name);
     EXPECT_EQ(on_wire, job["fields_on_wire"].get<std::vector<std::string>>());
     Result<DownloadArgs> args = DownloadArgsFromGob(*v);
     ASSERT_TRUE(args.ok()) << args.status().ToString();
@@ -157,7 +162,7 @@ TEST(GobVectors, OtherJobTypesAreParsedToTheEnd) {
     EXPECT_EQ(v->name, "*image.TestEvent");
     ExpectTestEvent(v->value, c["job"]["fields"]);
     std::vector<std::string> on_wire;
-    for (const GobField& f : v->value.fields) on_wire.push_back(f.name);
+    for (const GobField& f : v->value.fields) on_wire.emplace_back(f.name);
     EXPECT_EQ(on_wire, c["job"]["fields_on_wire"].get<std::vector<std::string>>());
     ++checked;
   }
@@ -467,6 +472,93 @@ TEST(GobDecode, RejectsNonZeroSingletonDelta) {
 
 TEST(GobDecode, RejectsStreamsLargerThanThePayloadLimit) {
   EXPECT_FALSE(DecodeGob(std::string(kMaxPayloadBytes + 1, '\0')).ok());
+}
+
+// --- Memory bound ----------------------------------------------------------------
+
+// Decodes `stream` with the address space capped at what the process maps
+// now plus GobMemoryBound(stream.size()), and checks the value the memory
+// test expects. Runs in a forked child; returns its exit status: 0 right,
+// 1 std::bad_alloc (over the bound), 2 rejected, 3 a wrong value, 4 no limit.
+int DecodeLongNamesWithinTheBound(const std::string& stream, size_t n, const std::string& type_name,
+                                  const std::string& field_name) {
+  size_t pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  const rlim_t limit =
+      pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + GobMemoryBound(stream.size());
+  const rlimit as{limit, limit};
+  if (pages == 0 || setrlimit(RLIMIT_AS, &as) != 0) return 4;
+  try {
+    Result<GobValue> v = DecodeGob(stream);
+    if (!v.ok()) return 2;
+    if (v->kind != GobKind::kSlice || v->elems.size() != n) return 3;
+    const GobValue& first = v->elems.front();
+    if (first.name != type_name || first.fields.size() != 1 || first.fields[0].name != field_name) {
+      return 3;
+    }
+    for (const GobValue& e : v->elems) {
+      // Every value's names are the same bytes, not equal copies.
+      if (e.name.data() != first.name.data() || e.name.size() != first.name.size() ||
+          e.fields.size() != 1 || e.fields[0].name.data() != first.fields[0].name.data() ||
+          e.fields[0].name.size() != first.fields[0].name.size() || !e.fields[0].value.b) {
+        return 3;
+      }
+    }
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return 1;
+  }
+}
+
+// A slice of 2^17 structs{<field> bool} whose type and field names fill the
+// rest of a 16 MiB stream. Copying the names per value, as the reader once
+// did, asks for 2^17 x 16 MiB = 2 TiB; GobMemoryBound allows about 224 MiB.
+TEST(GobDecode, LongNamesSharedByManyValuesStayWithinTheMemoryBound) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "RLIMIT_AS and AddressSanitizer's shadow memory do not mix";
+#endif
+  const size_t n = (kMaxGobValues - 1) / 2;  // the slice, n structs, n bools
+  const size_t names = kMaxPayloadBytes - 3 * n - 64;
+  const std::string type_name(names / 2, 'T');
+  const std::string field_name(names - names / 2, 'F');
+  std::string value = I(66) + kEnd + U(n);
+  for (size_t i = 0; i < n; ++i) value += "\x01\x01" + kEnd;  // {field: true}
+  const std::string stream = Msg(StructDef(65, type_name, {{field_name, 1}})) +
+                             Msg(Def(66, 1, "", "\x01" + I(65))) + Msg(value);
+  ASSERT_LE(stream.size(), kMaxPayloadBytes);
+  ASSERT_GT(stream.size(), kMaxPayloadBytes - 64);
+
+  const pid_t pid = fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) _exit(DecodeLongNamesWithinTheBound(stream, n, type_name, field_name));
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: std::bad_alloc (over the bound), 2: rejected, 3: wrong value, 4: no rlimit";
+}
+
+TEST(GobDecode, RejectsMoreTypeDefinitionsAndFieldsThanTheBudget) {
+  // One struct type with kMaxGobDefs fields (and itself: one too many),
+  // each field an empty fieldType (just its end byte).
+  std::string fields = "\x01" + U(kMaxGobDefs) + std::string(kMaxGobDefs, '\0');
+  Result<GobValue> v = DecodeGob(Msg(Def(65, 2, "T", fields)) + Msg(I(65) + kEnd));
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.status().message(), "gob: more than 65536 type definitions and fields");
+}
+
+TEST(GobDecode, NamesOutliveTheStreamAndCopiesOfTheValue) {
+  std::string stream = Msg(StructDef(65, "main.T", {{"X", 2}})) + Msg(I(65) + "\x01" + I(5) + kEnd);
+  Result<GobValue> v = DecodeGob(stream);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  stream.assign(stream.size(), '?');  // the caller's bytes are not used
+  GobField field = v->fields.at(0);
+  GobValue copy = *v;
+  v = Status::Poison("gone");
+  EXPECT_EQ(copy.name, "main.T");
+  EXPECT_EQ(copy.fields.at(0).name, "X");
+  EXPECT_EQ(field.name, "X");
+  EXPECT_EQ(field.value.i, 5);
 }
 
 // --- DownloadArgsFromGob -------------------------------------------------------
