@@ -67,11 +67,19 @@ std::string Readable(const std::string& path) {
 
 #define FILE(field) [](Config* c, const Value& v) { c->field = v.str; return Readable(c->field); }
 
+// Files the master writes as root (pidfile, log.file): a relative name
+// would depend on the directory it was started in. "" means none.
+std::string Absolute(const std::string& path) {
+  if (path.empty() || path[0] == '/') return "";
+  return "must be an absolute path (got \"" + path + "\")";
+}
+
 constexpr int64_t kWeek = 7 * 86400;
 
 const std::vector<Param>& Params() {
   static const std::vector<Param> params = {
-      {"pidfile", Type::kString, 0, 0, STR(pidfile)},
+      {"pidfile", Type::kString, 0, 0,
+       [](Config* c, const Value& v) { c->pidfile = v.str; return Absolute(v.str); }},
       {"log", Type::kGroup, 0, 0, nullptr},
       {"log.level", Type::kString, 0, 0,
        [](Config* c, const Value& v) -> std::string {
@@ -84,7 +92,7 @@ const std::vector<Param>& Params() {
          // Djinn writes "/dev/stdout" for "no file"; under systemd stdout
          // may be a socket that cannot be opened by name.
          c->log_file = (v.str == "/dev/stdout" || v.str == "/dev/stderr") ? "" : v.str;
-         return "";
+         return Absolute(v.str);
        }},
       {"workers", Type::kInt, 1, 1024, NUM(workers), "parallelism"},
       {"user", Type::kString, 0, 0,

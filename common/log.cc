@@ -1,6 +1,7 @@
 #include "common/log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -31,10 +32,20 @@ LogState& State() {
 }
 
 Status OpenLogFile(const std::string& file, UniqueFd* out) {
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (fd < 0) return Status::FromErrno("log file " + file, errno);
-  out->Reset(fd);
+  auto fd = OpenOwnFile("log.file", file, O_WRONLY | O_APPEND, 0640);
+  if (!fd.ok()) return fd.status();
+  *out = std::move(*fd);
   return Status::Ok();
+}
+
+const char* FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "an unknown kind of file";
 }
 
 void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
@@ -45,6 +56,65 @@ void ReplaceAll(std::string* s, const std::string& from, const std::string& to) 
 }
 
 }  // namespace
+
+// The master runs as root and writes these files, then gives the log to the
+// workers' user (fchown): a link planted in their place by someone who can
+// write the directory would have root create, append to and chown any file.
+// O_NOFOLLOW applies whoever we run as (simplest, and a link there is a
+// mistake in any case); the hard-link check only as root, since otherwise
+// the kernel's permission check already stands between us and others' files.
+Result<UniqueFd> OpenOwnFile(const std::string& what, const std::string& path, int flags,
+                             mode_t mode) {
+  const std::string name = what + " " + path;
+  const bool root = geteuid() == 0;
+  const std::string as_root = root ? " (running as root)" : "";
+  // O_NONBLOCK: a FIFO in the file's place fails (ENXIO, no reader) or opens
+  // at once, instead of blocking the master; O_NOCTTY: a terminal there
+  // never becomes ours.
+  int fd =
+      ::open(path.c_str(), flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
+  if (fd < 0) {
+    int err = errno;
+    // Say what is in the way rather than ELOOP's "Too many levels of
+    // symbolic links" or ENXIO's "No such device or address".
+    struct stat ls;
+    if (::lstat(path.c_str(), &ls) == 0) {
+      if (S_ISLNK(ls.st_mode) && err == ELOOP)
+        return Status::Permanent(name + ": is a symbolic link; refusing to follow it" + as_root);
+      if (!S_ISREG(ls.st_mode) && !S_ISLNK(ls.st_mode))
+        return Status::Permanent(name + ": is " + FileTypeName(ls.st_mode) +
+                                 ", not a regular file; refusing to write to it");
+    }
+    return Status::FromErrno(name, err);
+  }
+  UniqueFd out(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno(name + ": fstat", errno);
+  if (!S_ISREG(st.st_mode))
+    return Status::Permanent(name + ": is " + FileTypeName(st.st_mode) +
+                             ", not a regular file; refusing to write to it");
+  if (root && st.st_nlink > 1)
+    return Status::Permanent(name + ": has " + std::to_string(st.st_nlink) +
+                             " hard links; refusing to write to it" + as_root);
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+    return Status::FromErrno(name + ": fcntl", errno);
+  return out;
+}
+
+std::string OwnFileDirectoryWarning(const std::string& what, const std::string& path) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  // O_PATH: no read permission needed; fstat works on it.
+  UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  struct stat st;
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0) return "";  // the file opened: nothing to add
+  if ((st.st_mode & S_IWOTH) == 0 || (st.st_mode & S_ISVTX) != 0) return "";
+  char mode[8];
+  snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return what + " " + path + ": its directory " + dir + " is writable by every user (mode " + mode +
+         ", no sticky bit), so anyone may replace the file; make it writable by root only";
+}
 
 bool ParseLogLevel(const std::string& s, LogLevel* out) {
   if (s == "debug") *out = LogLevel::kDebug;
@@ -73,7 +143,12 @@ Status Log::Init(LogLevel level, const std::string& file, const std::string& rol
   s.fd.Reset();
   if (file.empty()) return Status::Ok();
   Status st = OpenLogFile(file, &s.fd);
-  if (!st.ok()) s.file.clear();
+  if (!st.ok()) {
+    s.file.clear();
+    return st;
+  }
+  if (std::string w = OwnFileDirectoryWarning("log.file", file); !w.empty())
+    LOG_WARN("%s", w.c_str());
   return st;
 }
 

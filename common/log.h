@@ -9,9 +9,12 @@
 #ifndef DJINN_COMMON_LOG_H_
 #define DJINN_COMMON_LOG_H_
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "common/status.h"
+#include "common/unique_fd.h"
 
 namespace djinn {
 
@@ -21,15 +24,42 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 bool ParseLogLevel(const std::string& s, LogLevel* out);
 const char* LogLevelName(LogLevel level);
 
+// Opens one of the daemon's own files, which the master writes as root
+// (the log, the pidfile), for writing: open(2) with `flags` | O_CREAT
+// (`mode`) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, then fstat(2) on the fd.
+// `what` names the file in errors ("log.file", "pidfile"). Refuses, with
+// one kPermanent line naming the path:
+//   - a symbolic link as the last component, root or not:
+//     "log.file /x.log: is a symbolic link; refusing to follow it (running
+//     as root)" (the parenthesis only when euid is 0);
+//   - anything but a regular file: "... is a FIFO, not a regular file;
+//     refusing to write to it" (opened with O_NONBLOCK, so a FIFO put in
+//     its place cannot block the open; cleared on the returned fd);
+//   - when euid is 0, a file with more than one hard link: "... has 2 hard
+//     links; refusing to write to it (running as root)" (a hard link to
+//     /etc/shadow is the other way to make root write where it should not).
+// Other failures: "<what> <path>: <strerror>". Only the last component is
+// protected: the directories above must be writable by root only (the
+// operator's job; OwnFileDirectoryWarning checks the nearest one).
+Result<UniqueFd> OpenOwnFile(const std::string& what, const std::string& path, int flags,
+                             mode_t mode);
+// "" when path's directory is fine; else one line for a warning, when the
+// directory is writable by every user without the sticky bit (anyone could
+// replace the file between two opens, or before the first).
+std::string OwnFileDirectoryWarning(const std::string& what, const std::string& path);
+
 class Log {
  public:
-  // Opens file (empty = stderr). Returns the error if the file cannot be
-  // opened; logging then goes to stderr.
+  // Opens file (empty = stderr) with OpenOwnFile("log.file", ...): O_APPEND,
+  // created with mode 0640; a directory writable by everyone is logged as a
+  // warning. Returns the error if the file cannot be opened (or is refused);
+  // logging then goes to stderr.
   static Status Init(LogLevel level, const std::string& file,
                      const std::string& role);
   static void SetRole(const std::string& role);
   static void SetLevel(LogLevel level);
-  // Reopen the log file (logrotate, SIGUSR1). No-op for stderr.
+  // Reopen the log file (logrotate, SIGUSR1), with the same checks as
+  // Init. No-op for stderr. On error the old file stays in use.
   static Status Reopen();
   // The log file's fd (or -1 for stderr), e.g. for the sandbox's allow-list.
   static int Fd();

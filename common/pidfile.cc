@@ -8,14 +8,22 @@
 #include <cstring>
 #include <string>
 
+#include "common/log.h"
+
 namespace djinn {
 
 PidFile::~PidFile() { Remove(); }
 
 Result<PidFile> PidFile::Acquire(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::FromErrno("pidfile " + path, errno);
-  UniqueFd ufd(fd);
+  // Not followed if a link, refused if not a regular file or, as root, if
+  // hard-linked: we truncate it below, and a hard link to /etc/shadow would
+  // be truncated too.
+  auto opened = OpenOwnFile("pidfile", path, O_RDWR, 0644);
+  if (!opened.ok()) return opened.status();
+  UniqueFd ufd = std::move(*opened);
+  int fd = ufd.get();
+  if (std::string w = OwnFileDirectoryWarning("pidfile", path); !w.empty())
+    LOG_WARN("%s", w.c_str());
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return Status::FromErrno("pidfile " + path + ": flock", errno);
     char buf[32] = {0};

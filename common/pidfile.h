@@ -16,8 +16,13 @@ class PidFile {
   ~PidFile();
   PidFile(PidFile&&) = default;
   PidFile& operator=(PidFile&&) = default;
-  // Locks path and writes our pid. Fails (permanent) when another process
-  // holds the lock: "another djinn-consumer is running (pid N): <path>".
+  // Locks path and writes our pid. The file is opened with OpenOwnFile
+  // (common/log.h): a symbolic link, anything but a regular file and, as
+  // root, a file with several hard links are refused, one line naming the
+  // path ("pidfile /run/x.pid: is a symbolic link; refusing to follow it
+  // (running as root)"); a directory writable by everyone is logged as a
+  // warning. Fails (permanent) when another process holds the lock:
+  // "another djinn-consumer is running (pid N, pidfile <path>)".
   static Result<PidFile> Acquire(const std::string& path);
   // Unlinks and unlocks now (also done by the destructor).
   void Remove();

@@ -359,6 +359,43 @@ TEST_F(ConfigTest, DjinnLogGivenTwiceTakesTheMostVerbose) {
             path_ + ":12: log: unknown level \"loud\" (expected debug, info, warn or error)");
 }
 
+// The master writes both as root: a relative name would depend on the
+// directory it was started in.
+TEST_F(ConfigTest, LogFileAndPidfileMustBeAbsolute) {
+  EXPECT_EQ(Error(std::string(kMinimal) + "log = { file = \"x.log\"; };\n"),
+            path_ + ":5: log.file: must be an absolute path (got \"x.log\")");
+  EXPECT_EQ(Error(std::string(kMinimal) + "pidfile = \"run/x.pid\";\n"),
+            path_ + ":5: pidfile: must be an absolute path (got \"run/x.pid\")");
+  EXPECT_EQ(Error(std::string(kMinimal) + "pidfile = \"./x.pid\";\n"),
+            path_ + ":5: pidfile: must be an absolute path (got \"./x.pid\")");
+  auto r = Load(std::string(kMinimal) +
+                "pidfile = \"/run/x.pid\"; log = { file = \"/var/log/x.log\"; };\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->pidfile, "/run/x.pid");
+  EXPECT_EQ(r->log_file, "/var/log/x.log");
+  // "" is none (standard error, no pidfile), as before.
+  r = Load(std::string(kMinimal) + "pidfile = \"\"; log = { file = \"\"; };\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->pidfile, "");
+  EXPECT_EQ(r->log_file, "");
+}
+
+TEST_F(ConfigTest, DjinnLogFileAndPidfileMustBeAbsolute) {
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "log info \"x.log\"\n"),
+            path_ + ":12: log.file: must be an absolute path (got \"x.log\")");
+  EXPECT_EQ(Error(std::string(kDjinnMinimal) + "pidfile \"consumer.pid\"\n"),
+            path_ + ":12: pidfile: must be an absolute path (got \"consumer.pid\")");
+  // The most verbose log wins before the check: a relative file given with
+  // a less verbose level is ignored, as Djinn's consumer ignores it.
+  auto r = Load(std::string(kDjinnMinimal) + "log error \"e.log\"\nlog debug \"/tmp/d.log\"\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->log_file, "/tmp/d.log");
+  r = Load(std::string(kDjinnMinimal) + "log info \"/dev/stdout\"\npidfile \"/run/x.pid\"\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->log_file, "");
+  EXPECT_EQ(r->pidfile, "/run/x.pid");
+}
+
 TEST_F(ConfigTest, DjinnUnknownParameterIsAWarningNamingFileAndLine) {
   auto r = Load(std::string(kDjinnMinimal) + "smtp { addr \"x\" }\ndownload { timout 4 }\n");
   ASSERT_TRUE(r.ok()) << r.status().message();

@@ -1,8 +1,11 @@
 #include "common/log.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <regex>
 
 #include "tests/harness/harness.h"
@@ -64,6 +67,137 @@ TEST(LogTest, ReopenFollowsRenamedFile) {
   EXPECT_NE(testing::ReadFile(file).find("after"), std::string::npos);
   EXPECT_EQ(testing::ReadFile(file).find("before"), std::string::npos);
   ASSERT_TRUE(Log::Init(LogLevel::kInfo, "", "master").ok());
+}
+
+// ------------------------------------------------ opening the file safely
+
+// " (running as root)" when we are, as the messages say.
+std::string AsRoot() { return geteuid() == 0 ? " (running as root)" : ""; }
+
+class LogFileTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ASSERT_TRUE(Log::Init(LogLevel::kInfo, "", "master").ok()); }
+  testing::TempDir dir_;
+  const std::string file_ = dir_.Sub("x.log");
+  const std::string target_ = dir_.Sub("target");
+};
+
+// O_NOFOLLOW applies whoever we run as.
+TEST_F(LogFileTest, SymlinkIsRefusedAndItsTargetLeftAlone) {
+  testing::WriteFile(target_, "secret", 0600);
+  ASSERT_EQ(symlink(target_.c_str(), file_.c_str()), 0);
+  Status st = Log::Init(LogLevel::kInfo, file_, "master");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a symbolic link; refusing to follow it" + AsRoot());
+  EXPECT_EQ(Log::Fd(), -1);  // standard error meanwhile
+  EXPECT_EQ(Log::File(), "");
+  EXPECT_EQ(testing::ReadFile(target_), "secret");
+  struct stat st_target;
+  ASSERT_EQ(stat(target_.c_str(), &st_target), 0);
+  EXPECT_EQ(st_target.st_mode & 07777, 0600u);
+}
+
+TEST_F(LogFileTest, DanglingSymlinkIsRefusedAndNothingCreated) {
+  ASSERT_EQ(symlink(target_.c_str(), file_.c_str()), 0);
+  Status st = Log::Init(LogLevel::kInfo, file_, "master");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a symbolic link; refusing to follow it" + AsRoot());
+  EXPECT_FALSE(testing::FileExists(target_));
+}
+
+// Rotation: a link planted where the new file goes is refused too, and
+// the old file stays in use.
+TEST_F(LogFileTest, ReopenRefusesASymlinkAndKeepsTheOldFile) {
+  testing::WriteFile(target_, "secret", 0600);
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, file_, "master").ok());
+  ASSERT_EQ(rename(file_.c_str(), dir_.Sub("x.log.1").c_str()), 0);
+  ASSERT_EQ(symlink(target_.c_str(), file_.c_str()), 0);
+  Status st = Log::Reopen();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a symbolic link; refusing to follow it" + AsRoot());
+  LOG_INFO("still here");
+  EXPECT_NE(testing::ReadFile(dir_.Sub("x.log.1")).find("still here"), std::string::npos);
+  EXPECT_EQ(testing::ReadFile(target_), "secret");
+}
+
+// A hard link to a file root must not write (/etc/shadow): refused as root.
+// Without root the kernel's permission check stands between us and other
+// users' files, and a hard-linked log is accepted.
+TEST_F(LogFileTest, HardLinkIsRefusedOnlyWhenRoot) {
+  testing::WriteFile(target_, "secret", 0600);
+  ASSERT_EQ(link(target_.c_str(), file_.c_str()), 0);
+  Status st = Log::Init(LogLevel::kInfo, file_, "master");
+  if (geteuid() != 0) {
+    EXPECT_TRUE(st.ok()) << st.message();
+    return;
+  }
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": has 2 hard links; refusing to write to it (running as root)");
+  EXPECT_EQ(testing::ReadFile(target_), "secret");
+}
+
+// O_NONBLOCK: a FIFO in the log's place neither blocks the master nor is
+// written; and the flag is not left on a regular file's fd.
+TEST_F(LogFileTest, FifoIsRefusedWithoutBlocking) {
+  ASSERT_EQ(mkfifo(file_.c_str(), 0600), 0);
+  auto start = std::chrono::steady_clock::now();
+  Status st = Log::Init(LogLevel::kInfo, file_, "master");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a FIFO, not a regular file; refusing to write to it");
+  // With a reader the open succeeds; fstat refuses it then.
+  int reader = open(file_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  st = Log::Init(LogLevel::kInfo, file_, "master");
+  close(reader);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a FIFO, not a regular file; refusing to write to it");
+}
+
+TEST_F(LogFileTest, DirectoryIsRefused) {
+  ASSERT_EQ(mkdir(file_.c_str(), 0755), 0);
+  Status st = Log::Init(LogLevel::kInfo, file_, "master");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "log.file " + file_ + ": is a directory, not a regular file; refusing to write to it");
+}
+
+TEST_F(LogFileTest, RegularFileIsOpenedBlockingWithMode0640) {
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, file_, "master").ok());
+  ASSERT_GE(Log::Fd(), 0);
+  int fl = fcntl(Log::Fd(), F_GETFL);
+  EXPECT_EQ(fl & O_NONBLOCK, 0);
+  EXPECT_NE(fl & O_APPEND, 0);
+  EXPECT_NE(fcntl(Log::Fd(), F_GETFD) & FD_CLOEXEC, 0);
+  struct stat st;
+  ASSERT_EQ(stat(file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777 & ~0640u, 0u);
+}
+
+// Only the last component is protected: a directory anyone may write is
+// worth a warning (not with the sticky bit, as /tmp).
+TEST_F(LogFileTest, WorldWritableDirectoryIsAWarning) {
+  std::string open_dir = dir_.Sub("open");
+  ASSERT_EQ(mkdir(open_dir.c_str(), 0755), 0);
+  ASSERT_EQ(chmod(open_dir.c_str(), 0777), 0);
+  std::string file = open_dir + "/x.log";
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, file, "master").ok());
+  EXPECT_NE(testing::ReadFile(file).find(
+                "warn  [" + std::to_string(getpid()) + "] master: log.file " + file +
+                ": its directory " + open_dir +
+                " is writable by every user (mode 0777, no sticky bit), so anyone may replace "
+                "the file; make it writable by root only"),
+            std::string::npos)
+      << testing::ReadFile(file);
+  EXPECT_EQ(OwnFileDirectoryWarning("log.file", file_), "");
+  ASSERT_EQ(chmod(open_dir.c_str(), 01777), 0);
+  EXPECT_EQ(OwnFileDirectoryWarning("log.file", file), "");
 }
 
 TEST(LogTest, ParseLevel) {
