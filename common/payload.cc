@@ -99,7 +99,7 @@ Result<DecodedJob> JobFromJson(const Json& obj) {
   }
   const std::string& name = job->get_ref<const std::string&>();
   if (name == "ping") return DecodedJob{name, PingArgs{}};
-  if (name == "sleep" || name == "crash" || name == "fail") {
+  if (name == "sleep" || name == "crash" || name == "fail" || name == "hog") {
     // The test suite's jobs; the worker knows them only when test jobs are
     // enabled, and treats them as unknown (poison) otherwise.
     TestArgs args;

@@ -66,6 +66,7 @@ std::unique_ptr<JobHandler> NewWebhookJob(const Config& config);
 std::unique_ptr<JobHandler> NewSleepJob();
 std::unique_ptr<JobHandler> NewCrashJob();
 std::unique_ptr<JobHandler> NewFailJob();
+std::unique_ptr<JobHandler> NewHogJob();
 
 }  // namespace djinn
 

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <new>
 
 #include "common/envelope.h"
 #include "common/exit_codes.h"
@@ -292,6 +293,25 @@ void Worker::RegisterConsumer() {
 }
 
 std::string Worker::RunJob(const RawJob& raw) {
+  // The decoders bound what they allocate by their input (common/gob.h),
+  // but a payload that still exhausts memory is the message's fault: it is
+  // poison, kept untouched in the dead set, and the worker goes on.
+  try {
+    return RunDecodedJob(raw);
+  } catch (const std::bad_alloc&) {
+    p_.scoreboard->SetIdle(p_.board_index);
+    Envelope bare;
+    bare.id = raw.id;
+    std::string unused;
+    Finish(bare, "?",
+           Status::Poison("out of memory handling it (" + std::to_string(raw.envelope.size()) +
+                          "-byte envelope)"),
+           &unused);
+    return "";
+  }
+}
+
+std::string Worker::RunDecodedJob(const RawJob& raw) {
   auto env = DecodeEnvelope(raw.envelope);
   if (!env.ok()) {
     Envelope bare;

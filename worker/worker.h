@@ -63,7 +63,9 @@ class Worker {
   void ReopenLogIfAsked();
   // Runs one job; returns the ID to ack with the next take, or "" when the
   // job was already retried or killed.
+  // A std::bad_alloc on the way makes the job poison.
   std::string RunJob(const RawJob& raw);
+  std::string RunDecodedJob(const RawJob& raw);
   void Finish(const Envelope& env, const std::string& name, const Status& st,
               std::string* ack);
   void Retry(const Envelope& env, const std::string& reason);

@@ -85,6 +85,26 @@ TEST_F(QueueTest, TransientFailureRetriesWithBackoffThenDies) {
             std::string::npos);
 }
 
+// std::bad_alloc while handling a job (a payload that exhausts memory) is
+// caught at the job boundary: the job is poison, kept untouched in the
+// dead set, and the same worker goes on with the next job.
+TEST_F(QueueTest, OutOfMemoryMakesTheJobPoisonAndTheWorkerGoesOn) {
+  Daemon d(Opts(1));
+  ASSERT_TRUE(d.Start());
+  ASSERT_TRUE(d.WaitForWorkers(1)) << d.Log();
+  std::string pid_before = d.Workers().empty() ? "" : std::to_string(d.Workers()[0]);
+  Push("hog-1", R"({"job":"hog"})");
+  Push("after-hog", R"({"job":"ping"})");
+  ASSERT_TRUE(WaitFor([&] { return Dead("hog-1") && Gone("after-hog"); })) << d.Log();
+  Envelope e = Stored("hog-1");
+  EXPECT_EQ(e.attempt, 0);  // poison: kept as it arrived
+  EXPECT_EQ(e.data, R"({"job":"hog"})");
+  EXPECT_NE(d.Log().find("job hog-1: poison: out of memory handling it"), std::string::npos)
+      << d.Log();
+  ASSERT_FALSE(d.Workers().empty());
+  EXPECT_EQ(std::to_string(d.Workers()[0]), pid_before);  // no crash, no respawn
+}
+
 TEST_F(QueueTest, ScheduledJobRunsWhenDue) {
   Daemon d(Opts(1));
   ASSERT_TRUE(d.Start());

@@ -10,6 +10,7 @@ void RegisterJobs(const Config& config, bool test_jobs, JobRegistry* registry) {
     (*registry)["sleep"] = NewSleepJob();
     (*registry)["crash"] = NewCrashJob();
     (*registry)["fail"] = NewFailJob();
+    (*registry)["hog"] = NewHogJob();
   }
 }
 

@@ -3,11 +3,16 @@
 //   {"job":"sleep","ms":N}  runs for N milliseconds (job_timeout tests)
 //   {"job":"crash"}         kills its worker (poison-pill tests)
 //   {"job":"fail"}          fails transiently (retry and backoff tests)
+//   {"job":"hog"}           asks for 1 PiB of memory (out-of-memory poison
+//                           tests); sanitizer builds, whose allocator aborts
+//                           instead of failing, throw std::bad_alloc
 #include <signal.h>
 #include <time.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #include "worker/job.h"
 
@@ -47,8 +52,22 @@ class FailJob : public JobHandler {
   }
 };
 
+class HogJob : public JobHandler {
+ public:
+  Status Run(const DecodedJob&, JobContext&) override {
+#if defined(__SANITIZE_ADDRESS__)
+    throw std::bad_alloc();
+#else
+    std::vector<char> v;
+    v.reserve(size_t{1} << 50);  // more than any x86-64 or arm64 address space
+    return Status::Permanent("1 PiB allocated?");
+#endif
+  }
+};
+
 }  // namespace
 
+std::unique_ptr<JobHandler> NewHogJob() { return std::make_unique<HogJob>(); }
 std::unique_ptr<JobHandler> NewFailJob() { return std::make_unique<FailJob>(); }
 std::unique_ptr<JobHandler> NewSleepJob() { return std::make_unique<SleepJob>(); }
 std::unique_ptr<JobHandler> NewCrashJob() { return std::make_unique<CrashJob>(); }
