@@ -25,6 +25,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -390,6 +391,9 @@ class DownloadTest : public ::testing::Test {
     size_t p = log.find("job " + s.job_id + ": download_job: ");
     return p != std::string::npos && log.find("; retry 1/", p) != std::string::npos;
   }
+
+  // DownloadProcessIsConfined*: see there.
+  void ExpectConfined(const TestUser* drop_to, const TestUser* run_as);
 
   static Env* env_;
 };
@@ -777,17 +781,36 @@ TEST_F(DownloadTest, QemuImgImagesAreCheckedBeforeStoring) {
 // libcurl, OpenSSL or libssh2 would (DJINN_CONSUMER_TEST_DOWNLOAD_PROBE),
 // after its confinement and before its transfer; the outcome is recorded
 // in the job's row. Controls show that the same probes succeed where they
-// should, so a refusal is the sandbox's doing.
-TEST_F(DownloadTest, DownloadProcessIsConfined) {
+// should, so a refusal is the sandbox's doing. Then real http, https and
+// sftp downloads run under the same confinement.
+//
+// Run three ways, as operators run it: as root with no user (the store is
+// root's), as root with workers dropped to `user`, and started directly as
+// an unprivileged user who owns the whole store. In the last two, file
+// permissions allow every probe: only the sandbox refuses.
+void DownloadTest::ExpectConfined(const TestUser* drop_to, const TestUser* run_as) {
   Result<int> abi = LandlockAbi();
   ASSERT_TRUE(abi.ok()) << abi.status().message();
-  DaemonOptions o = Options("jobs-probe", 0, 1);
+  std::string queue = std::string("jobs-probe-") + (drop_to ? "user" : run_as ? "run-as" : "root");
+  DaemonOptions o = Options(queue, 0, 1);
+  if (drop_to) o.user = drop_to->name;
+  o.run_as = run_as;
   Daemon d(o);
   const std::string store = d.store();
   const std::string own = store + "/" + std::to_string(kUserId) + "/qemu";
   const std::string other = store + "/8/qemu";
   fs::create_directories(other);
+  fs::create_directories(own);
   WriteFile(other + "/their-image", "QFI\xfb their secret");
+  if (const TestUser* owner = drop_to ? drop_to : run_as) {
+    // The store belongs to the daemon's user, as in production: the kernel's
+    // file permissions would let its download process do every probe.
+    chmod(d.dir().c_str(), 0755);
+    for (const auto& e : fs::recursive_directory_iterator(store)) {
+      ASSERT_EQ(lchown(e.path().c_str(), owner->uid, owner->gid), 0) << e.path();
+    }
+    ASSERT_EQ(chown(store.c_str(), owner->uid, owner->gid), 0);
+  }
   std::string url = env().http.url(std::string("files/") + kSmall);
 
   struct Probe {
@@ -800,18 +823,21 @@ TEST_F(DownloadTest, DownloadProcessIsConfined) {
       {"write:" + other + "/planted", "Permission denied"},
       {"write:" + store + "/planted", "Permission denied"},
       {"read:/etc/passwd", "Permission denied"},
-      {"read:/etc/ssl/certs/ca-certificates.crt", "succeeded"},  // control: TLS trust
+      {"read:" + d.config_path(), "Permission denied"},  // the database password
       {"connect:" + std::to_string(env().http.port()), "succeeded"},  // control: the source
       {"connect:" + std::to_string(env().redis.port()), "Permission denied", true},
+      {"connect:" + std::to_string(env().pg.port()), "Permission denied", true},
       {"exec", "download process stopped by the sandbox: forbidden system call execve"},
       {"fork", "download process stopped by the sandbox: forbidden system call clone"},
   };
-  if (!FileExists("/etc/ssl/certs/ca-certificates.crt")) probes.erase(probes.begin() + 5);
+  if (FileExists("/etc/ssl/certs/ca-certificates.crt")) {
+    probes.push_back({"read:/etc/ssl/certs/ca-certificates.crt", "succeeded"});  // TLS trust
+  }
   std::vector<Submitted> jobs;
   std::string env_value;
   for (const Probe& p : probes) {
     Submitted s;
-    s.queue = "jobs-probe";
+    s.queue = queue;
     s.hash = NewHash();
     s.image = pg().AddImage(kUserId, "qemu", s.hash);
     s.download = pg().AddDownload(s.image, url);
@@ -820,7 +846,7 @@ TEST_F(DownloadTest, DownloadProcessIsConfined) {
     jobs.push_back(s);
   }
   d.options().env.push_back("DJINN_CONSUMER_TEST_DOWNLOAD_PROBE=" + env_value);
-  ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 30, kMaxSize, "")));
+  ASSERT_TRUE(StartDaemon(&d, DownloadBlock(true, 30, kMaxSize, env().certs.ca_cert)));
   for (const Submitted& s : jobs) Push(s.queue, s.job_id, s.download, s.image, url);
   for (size_t i = 0; i < jobs.size(); ++i) {
     SCOPED_TRACE(probes[i].probe);
@@ -837,10 +863,41 @@ TEST_F(DownloadTest, DownloadProcessIsConfined) {
   EXPECT_FALSE(FileExists(other + "/planted"));
   EXPECT_FALSE(FileExists(store + "/planted"));
   EXPECT_EQ(ReadFile(other + "/their-image"), "QFI\xfb their secret");
-  // The worker itself is unharmed and goes on downloading.
-  Submitted after = Submit(url, "jobs-probe");
-  ASSERT_TRUE(WaitAcked(after, d));
-  ExpectStored(d, after, env().small);
+
+  // The worker itself is unharmed, and full downloads over each protocol
+  // succeed under the allow-list.
+  std::vector<std::string> sources = {
+      url, "https://localhost:" + std::to_string(env().https.port()) + "/files/" + kSmall};
+  if (env().sshd) sources.push_back(env().sshd->url(std::string("images/") + kSmall));
+  for (const std::string& source : sources) {
+    SCOPED_TRACE(source);
+    Submitted s = Submit(source, queue);
+    ASSERT_TRUE(WaitAcked(s, d));
+    ExpectStored(d, s, env().small);
+  }
+  // Only the exec and fork probes may trip the allow-list.
+  std::istringstream log(d.Log());
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("forbidden system call") == std::string::npos) continue;
+    EXPECT_TRUE(line.find("call execve") != std::string::npos ||
+                line.find("call clone") != std::string::npos)
+        << line;
+  }
+}
+
+TEST_F(DownloadTest, DownloadProcessIsConfined) { ExpectConfined(nullptr, nullptr); }
+
+TEST_F(DownloadTest, DownloadProcessIsConfinedAfterDroppingToUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop privileges";
+  ExpectConfined(&UnprivilegedUser(), nullptr);
+}
+
+TEST_F(DownloadTest, DownloadProcessIsConfinedStartedUnprivileged) {
+  if (geteuid() != 0) {
+    ExpectConfined(nullptr, nullptr);  // already unprivileged: the plain run is this mode
+    return;
+  }
+  ExpectConfined(nullptr, &UnprivilegedUser());
 }
 
 TEST_F(DownloadTest, KnownHostsMatchingKeyIsAccepted) {

@@ -16,7 +16,10 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -29,6 +32,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -633,6 +637,223 @@ TEST(ApplySandboxTest, LandlockUnavailableIsSkippedWithNote) {
     std::string notes;
     CHILD_CHECK_OK(ApplySandbox(SandboxOptions{}, &notes));
     CHILD_CHECK(notes.find("landlock unavailable") != std::string::npos);
+    return kChildOk;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The download process's confinement (ApplyDownloadSandbox)
+
+class DownloadSandboxTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    abi_ = LandlockAbiOrZero();
+    ASSERT_FALSE(own_.path().empty());
+    ASSERT_FALSE(other_.path().empty());
+    ASSERT_TRUE(WriteFile(other_.Sub("their-image"), "secret", O_CREAT | O_TRUNC));
+    allowed_ = Listen(&allowed_port_);
+    refused_ = Listen(&refused_port_);
+    ASSERT_GE(allowed_, 0);
+    ASSERT_GE(refused_, 0);
+  }
+  void TearDown() override {
+    if (allowed_ >= 0) close(allowed_);
+    if (refused_ >= 0) close(refused_);
+  }
+
+  // A listening TCP socket on 127.0.0.1 and a free port.
+  static int Listen(uint16_t* port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      close(fd);
+      return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+  }
+
+  // connect() to 127.0.0.1:port; 0 or the errno.
+  static int Connect(uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    int rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+  }
+
+  // What the worker does before it forks a download: no_new_privs (the
+  // worker's own sandbox set it), then the download box in the child.
+  Status Apply(uint64_t address_space = 0) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Status::Permanent("no_new_privs");
+    DownloadSandbox box;
+    box.rw_dirs = {own_.path()};
+    box.ro_paths = DownloadReadPaths({});
+    box.tcp_connect_ports = {allowed_port_};
+    box.address_space = address_space;
+    std::string notes;
+    Status s = ApplyDownloadSandbox(box, &notes);
+    std::fprintf(stderr, "download sandbox notes: %s\n", notes.c_str());
+    return s;
+  }
+
+  int abi_ = 0;
+  TempDir own_, other_;
+  int allowed_ = -1, refused_ = -1;
+  uint16_t allowed_port_ = 0, refused_port_ = 0;
+};
+
+// Controls: what an http, https or sftp transfer needs still works. (The
+// rename into place is the worker's, not the download process's.)
+TEST_F(DownloadSandboxTest, AllowsWhatATransferNeeds) {
+  EXPECT_CHILD_OK([this] {
+    InstallSigsysReporter(2);  // a refused call shows on stderr as "S<nr>"
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(WriteFile(own_.Sub("img.part"), "QFI\xfb", O_CREAT));
+    CHILD_CHECK(ReadFile(own_.Sub("img.part")) == "QFI\xfb");
+    CHILD_CHECK(ResolvesLocalhost());
+    CHILD_CHECK(ThreadRuns());  // libcurl's threaded resolver
+    CHILD_CHECK(Connect(allowed_port_) == 0);
+    if (access("/etc/ssl/certs/ca-certificates.crt", F_OK) == 0) {
+      CHILD_CHECK(!ReadFile("/etc/ssl/certs/ca-certificates.crt").empty());
+    }
+    return kChildOk;
+  });
+}
+
+TEST_F(DownloadSandboxTest, FilesOutsideItsDirectoryAreRefused) {
+  if (abi_ == 0) GTEST_SKIP() << "Landlock unavailable";
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK_ERRNO(open(other_.Sub("their-image").c_str(), O_RDONLY | O_CLOEXEC), EACCES);
+    CHILD_CHECK_ERRNO(open(other_.Sub("planted").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644),
+                      EACCES);
+    CHILD_CHECK_ERRNO(open("/etc/passwd", O_RDONLY | O_CLOEXEC), EACCES);
+    CHILD_CHECK_ERRNO(opendir(other_.path().c_str()) == nullptr ? -1 : 0, EACCES);
+    return kChildOk;
+  });
+  EXPECT_FALSE(std::filesystem::exists(other_.Sub("planted")));
+}
+
+TEST_F(DownloadSandboxTest, ConnectsOnlyToAllowedPorts) {
+  if (abi_ < 4) GTEST_SKIP() << "Landlock ABI " << abi_ << " has no TCP rules (needs 4)";
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK(Connect(allowed_port_) == 0);
+    CHILD_CHECK(Connect(refused_port_) == EACCES);
+    return kChildOk;
+  });
+}
+
+// A call outside the allow-list never runs: the reporter writes its number
+// and the process exits kSigsysExit.
+TEST_F(DownloadSandboxTest, ForbiddenCallIsReportedAndEndsTheProcess) {
+  struct Case {
+    long nr;
+    std::function<void()> call;
+  };
+  std::vector<Case> cases = {
+      {SYS_execve,
+       [] {
+         char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+         char* const envp[] = {nullptr};
+         execve("/bin/true", argv, envp);
+       }},
+      {SYS_clone, [] { syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); }},  // fork
+      {SYS_ptrace, [] { ptrace(PTRACE_TRACEME, 0, nullptr, nullptr); }},
+      {SYS_socket, [] { socket(AF_PACKET, SOCK_RAW, 0); }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE("system call " + std::to_string(c.nr));
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    std::string result = RunInChild([&] {
+      close(fds[0]);
+      InstallSigsysReporter(fds[1]);
+      CHILD_CHECK_OK(Apply());
+      c.call();
+      return kChildOk;  // the call ran: the allow-list let it through
+    });
+    close(fds[1]);
+    char buf[64] = {};
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    EXPECT_EQ(result, "exit " + std::to_string(kSigsysExit));
+    EXPECT_EQ(std::string(buf, n > 0 ? n : 0), "S" + std::to_string(c.nr) + "\n");
+  }
+}
+
+#if !defined(__SANITIZE_ADDRESS__)  // ASan reserves terabytes of address space
+TEST_F(DownloadSandboxTest, AddressSpaceIsLimited) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply(uint64_t{1} << 30));
+    rlimit as{};
+    CHILD_CHECK(getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur == (rlim_t{1} << 30));
+    void* big = std::malloc(size_t{2} << 30);
+    CHILD_CHECK(big == nullptr);
+    return kChildOk;
+  });
+}
+#endif
+
+// ---------------------------------------------------------------------------
+// RLIMIT_NPROC for workers (LimitProcesses)
+
+TEST(LimitProcessesTest, ForksStopAtTheHeadroom) {
+  EXPECT_CHILD_OK([] {
+    if (geteuid() == 0) {  // the kernel does not enforce RLIMIT_NPROC for root
+      passwd* pw = getpwnam("nobody");
+      CHILD_CHECK(pw != nullptr);
+      CHILD_CHECK(setgroups(0, nullptr) == 0 && setgid(pw->pw_gid) == 0 &&
+                  setuid(pw->pw_uid) == 0);
+    }
+    constexpr uint64_t kHeadroom = 3;
+    std::string notes;
+    CHILD_CHECK_OK(LimitProcesses(kHeadroom, &notes));
+    CHILD_CHECK(notes.find("RLIMIT_NPROC") != std::string::npos);
+    std::vector<pid_t> kids;
+    int err = 0;
+    for (int i = 0; i < 20; ++i) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        pause();
+        _exit(0);
+      }
+      if (pid < 0) {
+        err = errno;
+        break;
+      }
+      kids.push_back(pid);
+    }
+    for (pid_t k : kids) kill(k, SIGKILL);
+    for (pid_t k : kids) waitpid(k, nullptr, 0);
+    std::fprintf(stderr, "%s; %zu forks before %s\n", notes.c_str(), kids.size(),
+                 std::strerror(err));
+    CHILD_CHECK(err == EAGAIN);
+    CHILD_CHECK(kids.size() <= kHeadroom);
+    return kChildOk;
+  });
+}
+
+TEST(LimitProcessesTest, RootIsLeftAloneWithANote) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_CHILD_OK([] {
+    rlimit before{}, after{};
+    CHILD_CHECK(getrlimit(RLIMIT_NPROC, &before) == 0);
+    std::string notes;
+    CHILD_CHECK_OK(LimitProcesses(3, &notes));
+    CHILD_CHECK(getrlimit(RLIMIT_NPROC, &after) == 0);
+    CHILD_CHECK(before.rlim_cur == after.rlim_cur);
+    CHILD_CHECK(notes.find("not enforced for root") != std::string::npos);
     return kChildOk;
   });
 }
