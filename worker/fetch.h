@@ -62,7 +62,8 @@
 // Errors are one line "GET <url with password redacted>: <cause>", e.g.
 // "GET http://127.0.0.1:1234/x.qcow2: HTTP 404 Not Found". Kinds:
 //   kPermanent: HTTP 4xx (but 408, 429), other non-2xx but 5xx, wrong
-//     content type, bad magic, too large, authentication refused, missing
+//     content type, a refused image header (common/qcow2.h), too large,
+//     authentication refused, missing
 //     remote file, redirect to a forbidden scheme or too many redirects,
 //     refused address, bad certificate or host key, malformed URL.
 //   kTransient: timeouts, connection refused or reset, DNS failure, HTTP 5xx,
@@ -80,8 +81,9 @@
 // so a waiter never truncates a finished image. A lock left by a killed
 // worker dies with it: its stale .part is simply reused.
 //
-// Threads: Fetch() may run libcurl's threaded resolver; nothing else.
-// InitFetch() must run once per process before the first Fetch().
+// Threads: FetchBody() may run libcurl's threaded resolver; nothing else.
+// InitFetch() must run once per process before the first FetchBody() (the
+// worker runs it before forking download processes).
 #ifndef DJINN_WORKER_FETCH_H_
 #define DJINN_WORKER_FETCH_H_
 

@@ -554,6 +554,18 @@ TEST_F(DownloadTest, RedirectToFileSchemeIsRefused) {
   ExpectRecorded(daemon(), s, "redirect to a forbidden scheme \"file\"");
 }
 
+// The download process connects only to the URL's port, 80 and 443 (and 53
+// for DNS): a redirect to another port is refused before connecting, here
+// to the https server, which would serve the file.
+TEST_F(DownloadTest, RedirectToAnotherPortIsRefused) {
+  const std::string port = std::to_string(env().https.port());
+  Submitted s = Submit(env().http.url("redirect-to?url=https://localhost:" + port + "/files/" +
+                                      std::string(kSmall)));
+  ASSERT_TRUE(WaitAcked(s, daemon()));
+  ExpectRecorded(daemon(), s, "destination port " + port + " not allowed (localhost; ");
+  EXPECT_FALSE(Retried(daemon(), s));
+}
+
 TEST_F(DownloadTest, TooManyRedirectsIsRecorded) {
   Submitted s = Submit(env().http.url(std::string("redirect/9/files/") + kSmall));
   ASSERT_TRUE(WaitAcked(s, daemon()));
