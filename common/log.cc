@@ -16,6 +16,10 @@
 namespace djinn {
 namespace {
 
+// The longest message a log line carries (after scrubbing); longer ones
+// are cut.
+constexpr size_t kMaxMessage = 2047;
+
 // Per-process state. Workers inherit it through fork and then call Init or
 // SetRole; nothing here is shared between processes after that.
 struct LogState {
@@ -212,17 +216,30 @@ std::string Log::Format(LogLevel level, const std::string& msg) {
   char head[96];
   snprintf(head, sizeof head, "%s %-5s [%d] ", ts, LogLevelName(level),
            static_cast<int>(getpid()));
-  return head + State().role + ": " + Scrub(msg) + "\n";
+  // Scrubbed first, then cut: a secret straddling the cut must not leave a
+  // prefix behind.
+  std::string body = Scrub(msg);
+  if (body.size() > kMaxMessage) body.resize(kMaxMessage);
+  return head + State().role + ": " + body + "\n";
 }
 
 void Log::Write(LogLevel level, const char* fmt, ...) {
   if (!Enabled(level)) return;
-  char buf[2048];
-  va_list ap;
+  char buf[kMaxMessage + 1];
+  va_list ap, again;
   va_start(ap, fmt);
+  va_copy(again, ap);
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  std::string msg(buf, n < 0 ? 0 : std::min<size_t>(n, sizeof buf - 1));
+  std::string msg;
+  if (n >= 0 && static_cast<size_t>(n) < sizeof buf) {
+    msg.assign(buf, static_cast<size_t>(n));
+  } else if (n > 0) {  // longer: format it whole, Format() cuts after scrubbing
+    msg.resize(static_cast<size_t>(n) + 1);
+    vsnprintf(msg.data(), msg.size(), fmt, again);
+    msg.resize(static_cast<size_t>(n));
+  }
+  va_end(again);
   std::string line = Format(level, msg);
   int fd = State().fd.valid() ? State().fd.get() : STDERR_FILENO;
   // One write per line: O_APPEND keeps lines of several processes whole.

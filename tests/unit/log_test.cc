@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <regex>
 
@@ -37,6 +38,31 @@ TEST(LogTest, RegisteredSecretsAreRedacted) {
   EXPECT_EQ(Log::Scrub("auth correct-horse failed"), "auth **** failed");
   Log::ClearSecrets();
   EXPECT_EQ(Log::Scrub("auth correct-horse"), "auth correct-horse");
+}
+
+// A long line is scrubbed before it is cut, so a secret straddling the
+// cut leaves no prefix of itself behind.
+TEST(LogTest, LongLinesAreScrubbedBeforeTheyAreCut) {
+  testing::TempDir dir;
+  std::string file = dir.Sub("x.log");
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, file, "master").ok());
+  const std::string secret = "correct-horse-battery-staple";
+  Log::AddSecret(secret);
+  for (size_t pad = 2030; pad < 2050; ++pad) {
+    LOG_INFO("%s%s tail", std::string(pad, 'x').c_str(), secret.c_str());
+  }
+  Log::ClearSecrets();
+  std::string text = testing::ReadFile(file);
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, "", "master").ok());
+  EXPECT_EQ(text.find("correct-h"), std::string::npos) << text;
+  EXPECT_EQ(text.find("xcorr"), std::string::npos);
+  size_t lines = 0, longest = 0, start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    ++lines;
+    longest = std::max(longest, nl - start);
+  }
+  EXPECT_EQ(lines, 20u);
+  EXPECT_LT(longest, 2200u);  // still cut
 }
 
 TEST(LogTest, NewlinesAreFolded) {
