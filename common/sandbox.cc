@@ -9,6 +9,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -19,12 +20,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -649,7 +652,7 @@ Status ApplyDownloadLandlock(const DownloadSandbox& box, int abi, std::string* n
 constexpr const char* kDownloadAllowed[] = {
     // Memory (mmap with PROT_EXEC: libraries loaded lazily, such as NSS
     // modules and OpenSSL providers).
-    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore",
     // Files: the image (already open), reading trust and resolver files.
     "read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close", "close_range",
     "open", "openat", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
@@ -719,11 +722,18 @@ Status InstallAllowList() {
   if (rc != 0) return SeccompErr("allow clone(CLONE_THREAD)", rc);
   rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
   if (rc != 0) return SeccompErr("clone3", rc);
-  for (int domain : {AF_INET, AF_INET6, AF_UNIX, AF_NETLINK}) {
+  for (int domain : {AF_INET, AF_INET6, AF_NETLINK}) {
     rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
                           SCMP_A0_32(SCMP_CMP_EQ, static_cast<uint32_t>(domain)));
     if (rc != 0) return SeccompErr("allow socket", rc);
   }
+  // Unix sockets fail quietly: Landlock does not govern connecting to a
+  // named one (a local Redis or PostgreSQL socket), and glibc's nscd and
+  // nss lookups fall back when they cannot connect. socketpair (libcurl's
+  // resolver wake-up) stays allowed above.
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
+                        SCMP_A0_32(SCMP_CMP_EQ, static_cast<uint32_t>(AF_UNIX)));
+  if (rc != 0) return SeccompErr("socket(AF_UNIX)", rc);
   for (unsigned long req : {static_cast<unsigned long>(FIONREAD),
                             static_cast<unsigned long>(FIONBIO),
                             static_cast<unsigned long>(TCGETS)}) {
@@ -763,8 +773,10 @@ std::vector<std::string> DownloadReadPaths(const std::vector<std::string>& extra
       // Libraries loaded after the fork (NSS modules, OpenSSL providers).
       "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib",
       // TLS trust and OpenSSL's configuration.
-      "/etc/ssl", "/usr/lib/ssl", "/usr/share/ca-certificates", "/usr/local/share/ca-certificates",
-      "/etc/pki", "/etc/ca-certificates",
+      // Never /etc/ssl or /etc/pki whole: their private/ holds keys.
+      "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/usr/lib/ssl/certs", "/usr/lib/ssl/openssl.cnf",
+      "/usr/share/ca-certificates", "/usr/local/share/ca-certificates", "/etc/pki/tls/certs",
+      "/etc/pki/ca-trust", "/etc/pki/tls/openssl.cnf", "/etc/ca-certificates",
       // Name resolution (resolv.conf's rule binds to where it points).
       "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
       "/etc/services", "/etc/ld.so.cache",
@@ -800,6 +812,129 @@ Status ApplyDownloadSandbox(const DownloadSandbox& box, std::string* notes) {
   if (Status s = InstallAllowList(); !s.ok()) return s;
   AddNote(notes, "seccomp allow-list");
   return Status::Ok();
+}
+
+Result<size_t> ScanOwnMemory(const std::vector<std::string_view>& needles, const void* skip,
+                             size_t skip_len, bool zero) {
+  std::string maps;
+  {
+    UniqueFd fd(open("/proc/self/maps", O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return StepErrno("open /proc/self/maps", errno);
+    char buf[8192];
+    for (;;) {
+      ssize_t n = read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return StepErrno("read /proc/self/maps", errno);
+      if (n == 0) break;
+      maps.append(buf, static_cast<size_t>(n));
+    }
+  }
+  constexpr uintptr_t kMaxScanned = uintptr_t{1} << 30;  // sanitizers' shadow is terabytes
+  const auto skip_lo = reinterpret_cast<uintptr_t>(skip);
+  const uintptr_t skip_hi = skip_lo + skip_len;
+  size_t found = 0;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident;
+  auto scan_run = [&](uintptr_t lo, uintptr_t hi) {
+    for (std::string_view needle : needles) {
+      if (needle.empty()) continue;
+      char* from = reinterpret_cast<char*>(lo);
+      char* const end = reinterpret_cast<char*>(hi);
+      while (from < end) {
+        void* hit = memmem(from, static_cast<size_t>(end - from), needle.data(), needle.size());
+        if (hit == nullptr) break;
+        if (zero) explicit_bzero(hit, needle.size());
+        ++found;
+        from = static_cast<char*>(hit) + needle.size();
+      }
+    }
+  };
+  // Only pages in memory: reading the untouched rest of a mapping (thread
+  // stacks, arenas) would fault in zero pages for nothing. A copy cannot
+  // sit in an untouched page; a swapped-out one is missed.
+  auto scan = [&](uintptr_t lo, uintptr_t hi) {
+    const uintptr_t first = lo & ~(page - 1);
+    resident.assign((hi - first + page - 1) / page, 0);
+    if (mincore(reinterpret_cast<void*>(first), hi - first, resident.data()) != 0) {
+      scan_run(lo, hi);
+      return;
+    }
+    size_t i = 0;
+    while (i < resident.size()) {
+      if (!(resident[i] & 1)) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < resident.size() && (resident[j] & 1)) ++j;
+      scan_run(std::max(lo, first + i * page), std::min(hi, first + j * page));
+      i = j;
+    }
+  };
+  size_t line_start = 0;
+  while (line_start < maps.size()) {
+    size_t line_end = maps.find('\n', line_start);
+    if (line_end == std::string::npos) line_end = maps.size();
+    const std::string line = maps.substr(line_start, line_end - line_start);
+    line_start = line_end + 1;
+    // "start-end perms offset dev inode [path]"
+    unsigned long long lo = 0, hi = 0, inode = 0;
+    char perms[8] = {};
+    int path_at = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s %*s %*s %llu %n", &lo, &hi, perms, &inode,
+                    &path_at) < 4)
+      continue;
+    std::string_view path = path_at > 0 ? std::string_view(line).substr(path_at) : "";
+    bool anonymous = inode == 0 && (path.empty() || path == "[heap]" || path == "[stack]" ||
+                                    path.rfind("[anon:", 0) == 0);
+    if (!anonymous || perms[0] != 'r' || perms[3] != 'p') continue;
+    if (zero && perms[1] != 'w') continue;
+    if (hi <= lo || hi - lo > kMaxScanned) continue;
+    // Adjacent anonymous mappings merge, so the skipped range may sit
+    // inside a larger one: scan around it.
+    if (skip_hi > lo && skip_lo < hi) {
+      if (skip_lo > lo) scan(lo, skip_lo);
+      if (skip_hi < hi) scan(skip_hi, hi);
+    } else {
+      scan(lo, hi);
+    }
+  }
+  return found;
+}
+
+namespace {
+// A secret worth looking for: long enough not to match by chance, and not
+// one already zeroed (all NUL bytes would match every zero page).
+bool Scrubbable(const std::string& secret) {
+  return secret.size() >= kMinScrubbedSecret &&
+         secret.find_first_not_of('\0') != std::string::npos;
+}
+}  // namespace
+
+Result<size_t> ScrubSecrets(const std::vector<std::string>& secrets) {
+  size_t total = 0;
+  for (const std::string& secret : secrets)
+    if (Scrubbable(secret)) total += secret.size();
+  if (total == 0) return size_t{0};
+  // The needles live in a mapping of their own, which the scan skips: the
+  // originals (and every other copy) are zeroed as they are found.
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t area_len = (total + page - 1) / page * page;
+  void* mapped = mmap(nullptr, area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) return StepErrno("scrub: mmap", errno);
+  char* area = static_cast<char*>(mapped);
+  std::vector<std::string_view> needles;
+  size_t at = 0;
+  for (const std::string& secret : secrets) {
+    if (!Scrubbable(secret)) continue;
+    std::memcpy(area + at, secret.data(), secret.size());
+    needles.emplace_back(area + at, secret.size());
+    at += secret.size();
+  }
+  Result<size_t> zeroed = ScanOwnMemory(needles, area, area_len, true);
+  explicit_bzero(area, area_len);
+  munmap(area, area_len);
+  return zeroed;
 }
 
 Status LimitProcesses(uint64_t headroom, std::string* notes) {

@@ -74,6 +74,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -139,7 +140,8 @@ Status ApplyLandlock(const std::vector<std::string>& writable_dirs,
 //      NOT used (threads count against it); RLIMIT_FSIZE is left alone.
 //   b. A second Landlock layer that handles every filesystem right the ABI
 //      knows, reads included: the child may read and write only beneath
-//      rw_dirs (the image's <store>/<user_id>/<driver>), and read (and map
+//      rw_dirs (the download process has none: it writes through a
+//      descriptor opened before), and read (and map
 //      executable, for lazily loaded libraries) only beneath ro_paths
 //      (libraries, TLS trust, name resolution files; see DownloadReadPaths).
 //      With ABI >= 4 also TCP: connect only to tcp_connect_ports, bind
@@ -147,8 +149,10 @@ Status ApplyLandlock(const std::vector<std::string>& writable_dirs,
 //   c. A seccomp allow-list (OpenSSH's sandbox model): only the system
 //      calls a transfer with libcurl (http, https, sftp), OpenSSL, libssh2,
 //      glibc's resolver and file writes need; clone only for threads;
-//      socket only for AF_INET, AF_INET6, AF_UNIX and AF_NETLINK (glibc's
-//      address configuration query). Anything else raises SIGSYS before the
+//      socket only for AF_INET, AF_INET6 and AF_NETLINK (glibc's address
+//      configuration query); AF_UNIX fails with EACCES (Landlock does not
+//      govern connecting to a named unix socket, and glibc falls back
+//      without nscd). Anything else raises SIGSYS before the
 //      call runs; the handler installed by InstallSigsysReporter writes the
 //      call's number to report_fd and exits with kSigsysExit.
 //
@@ -168,16 +172,36 @@ inline constexpr int kSigsysExit = 97;
 Status ApplyDownloadSandbox(const DownloadSandbox& box, std::string* notes);
 
 // The read-only paths a download needs, those that exist: shared library
-// directories, OpenSSL's and the CA bundle's directories, the resolver's
-// files (/etc/hosts, resolv.conf and where it points, nsswitch.conf,
-// gai.conf, host.conf, services), /dev/urandom, /proc/self and
-// /sys/devices/system/cpu. `extra` (known_hosts, the system CA file) is
-// appended.
+// directories, the certificate directories and openssl.cnf (never all of
+// /etc/ssl or /etc/pki, whose private/ holds keys), the resolver's files
+// (/etc/hosts, resolv.conf and where it points, nsswitch.conf, gai.conf,
+// host.conf, services), /dev/urandom, /proc/self and
+// /sys/devices/system/cpu. `extra` (known_hosts) is appended. The CA
+// bundle itself is read by the worker before the fork (CAINFO_BLOB).
 std::vector<std::string> DownloadReadPaths(const std::vector<std::string>& extra);
 
 // SIGSYS handler for the allow-list: on a refused call it writes
 // "S<nr>\n" to report_fd (async-signal-safe) and _exits kSigsysExit.
 void InstallSigsysReporter(int report_fd);
+
+// Zeroes, in this process's private anonymous memory (heap, stacks,
+// anonymous mappings of at most 1 GiB), every copy of each secret at least
+// kMinScrubbedSecret bytes long, freed or live, and returns how many were
+// zeroed. For a forked child that keeps running code which a hostile peer
+// may exploit: it then holds no configured password or key in a form
+// that can be read back. Shorter secrets are left alone: zeroing every
+// match of a few bytes could corrupt unrelated data. Values derived from
+// a secret (a TLS private key loaded by OpenSSL, libpq's SCRAM state) are
+// not found. Must run while the process has one thread.
+inline constexpr size_t kMinScrubbedSecret = 8;
+Result<size_t> ScrubSecrets(const std::vector<std::string>& secrets);
+
+// What ScrubSecrets scans with: counts (and with zero, zeroes) the copies
+// of each needle in private anonymous memory (writable only, when
+// zeroing), leaving out [skip, skip + skip_len), where the caller keeps
+// the needles themselves.
+Result<size_t> ScanOwnMemory(const std::vector<std::string_view>& needles, const void* skip,
+                             size_t skip_len, bool zero);
 
 // RLIMIT_NPROC for a worker: the tasks its real uid runs now plus
 // headroom, so a compromised worker cannot fork without bound. Not

@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -541,9 +542,16 @@ Status PartFile::Write(const char* data, size_t len) {
   return Status::Ok();
 }
 
-Result<uint64_t> PartFile::Verify() const {
-  struct stat st {};
+Result<uint64_t> PartFile::Verify(uint64_t max_bytes) const {
+  struct stat st {}, named{};
   if (fstat(fd_.get(), &st) != 0) return Err("fstat " + PartPath(), errno);
+  if (fstatat(dir_.get(), part_.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0)
+    return Status::Transient(PartPath() + " disappeared during the download");
+  if (!S_ISREG(named.st_mode) || named.st_ino != st.st_ino || named.st_dev != st.st_dev)
+    return Status::Transient(PartPath() + " was replaced during the download");
+  if (max_bytes > 0 && static_cast<uint64_t>(st.st_size) > max_bytes)
+    return Status::Permanent("image larger than the " + std::to_string(max_bytes) +
+                             "-byte limit");
   char head[kQcow2CheckBytes];
   size_t have = 0;
   while (have < sizeof head) {
@@ -555,6 +563,14 @@ Result<uint64_t> PartFile::Verify() const {
   }
   if (Status check = CheckQcow2Header(std::string_view(head, have)); !check.ok()) return check;
   return static_cast<uint64_t>(st.st_size);
+}
+
+Status PartFile::CheckStore() const {
+  struct statvfs vfs {};
+  if (fstatvfs(fd_.get(), &vfs) != 0) return Err("statvfs " + dir_path_, errno);
+  if (vfs.f_flag & ST_RDONLY) return Err("writing " + PartPath(), EROFS);
+  if (fsync(fd_.get()) != 0) return Err("fsync " + PartPath(), errno);
+  return Status::Ok();
 }
 
 Status PartFile::Commit() {

@@ -167,9 +167,14 @@ class PartFile {
   bool reserved() const { return fd_.valid(); }
   int fd() const { return fd_.get(); }  // for a child process to write to
   // After a transfer (in another process): the file's size, with its
-  // header checked again (CheckQcow2Header), so what is committed never
-  // depends on the transfer process's word.
-  Result<uint64_t> Verify() const;
+  // header checked again (CheckQcow2Header), the size within max_bytes
+  // (0: no limit) and the .part name still this file (a regular file, the
+  // inode Reserve locked), so what is committed never depends on the
+  // transfer process's word.
+  Result<uint64_t> Verify(uint64_t max_bytes = 0) const;
+  // The store as the worker sees it: fails (kUnavailable) when the file's
+  // file system is read-only or the file cannot be flushed.
+  Status CheckStore() const;
   const std::string& path() const { return path_; }  // the final path
 
   // For Fetch(): appends (pushing written data to disk as it goes); fsync,

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -36,13 +37,14 @@ constexpr size_t kMaxShownMessage = 2048;
 constexpr int kTimeoutSlackSeconds = 30;  // past download.timeout: killed
 constexpr int kDnsPort = 53;              // glibc's resolver falls back to TCP
 
-void WriteAll(int fd, std::string_view s) {
+bool WriteAll(int fd, std::string_view s) {
   while (!s.empty()) {
     ssize_t n = write(fd, s.data(), s.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n <= 0) return false;
     s.remove_prefix(static_cast<size_t>(n));
   }
+  return true;
 }
 
 std::string OneLine(std::string s) {
@@ -107,6 +109,22 @@ Status Probe(const std::string& probe) {
     if (pid > 0) waitpid(pid, nullptr, 0);
     return outcome(pid > 0, err);
   }
+  if (what == "find-hex") {  // how many copies of these bytes its memory holds
+    const size_t len = arg.size() / 2;
+    if (len == 0) return Status::Permanent("test probe " + probe + ": empty");
+    void* area = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED) return outcome(false, errno);
+    char* bytes = static_cast<char*>(area);
+    for (size_t i = 0; i < len; ++i)
+      bytes[i] = static_cast<char>(std::strtoul(arg.substr(2 * i, 2).c_str(), nullptr, 16));
+    Result<size_t> n = ScanOwnMemory({std::string_view(bytes, len)}, area, len, false);
+    munmap(area, len);
+    if (!n.ok()) return Status::Permanent("test probe find-hex: " + n.status().message());
+    return Status::Permanent("test probe find-hex: found " + std::to_string(*n) + " copies");
+  }
+  if (what == "unavailable") {  // a compromised child claiming our store failed
+    return Status::Unavailable("test probe " + probe + ": the store is failing");
+  }
   return Status::Permanent("test probe " + probe + ": unknown probe");
 }
 
@@ -126,10 +144,22 @@ Status Probe(const std::string& probe) {
   sigaction(SIGPIPE, &sa, nullptr);
   CloseFdsExcept({Log::Fd(), report, file->fd()});
   if (confine.in_child) confine.in_child();
+  // A fork is a copy of the worker: no configured secret may stay readable.
+  const auto scrub_start = Clock::now();
+  Result<size_t> scrubbed = ScrubSecrets(confine.secrets);
+  const auto scrub_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - scrub_start).count();
+  if (!scrubbed.ok()) {
+    Report(report, Status::Unavailable("cannot confine the download process: " +
+                                       scrubbed.status().message())
+                       .Wrap(context),
+           0);
+    _exit(0);
+  }
+  Log::ClearSecrets();  // its copies are zeroed; nothing left to scrub
   InstallSigsysReporter(report);
 
-  DownloadSandbox box;
-  box.rw_dirs = {confine.image_dir};
+  DownloadSandbox box;  // no rw_dirs: writes go through the inherited .part fd only
   box.ro_paths = DownloadReadPaths({options.known_hosts});
   box.tcp_connect_ports = options.tcp_ports;
   if (!box.tcp_connect_ports.empty()) box.tcp_connect_ports.push_back(kDnsPort);
@@ -142,8 +172,12 @@ Status Probe(const std::string& probe) {
            0);
     _exit(0);
   }
-  LOG_DEBUG("%s: download process %d confined (%s)", hooks.log_prefix.c_str(),
-            static_cast<int>(getpid()), notes.c_str());
+  LOG_DEBUG("%s: download process %d confined (%s; %zu secret copies zeroed in %lld us)",
+            hooks.log_prefix.c_str(), static_cast<int>(getpid()), notes.c_str(), *scrubbed,
+            static_cast<long long>(scrub_us));
+  // From here on the worker distrusts what it reads: an outcome that would
+  // spare the job an attempt needs the worker's own confirmation.
+  if (!WriteAll(report, "C\n")) _exit(0);
 
   Status outcome;
   uint64_t bytes = 0;
@@ -175,13 +209,17 @@ struct ChildReport {
   Status result;
   uint64_t bytes = 0;
   int sigsys = -1;  // the refused system call's number
+  bool confined = false;       // "C" seen: later lines may be a hostile child's
+  bool result_confined = false;  // the result came after "C"
 };
 
 void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks) {
   if (line.empty()) return;
   char tag = line[0];
   line.remove_prefix(1);
-  if (tag == 'P') {
+  if (tag == 'C') {
+    rep->confined = true;
+  } else if (tag == 'P') {
     if (hooks.set_progress) hooks.set_progress(Printable(line, 40));
   } else if (tag == 'S') {
     rep->sigsys = std::atoi(std::string(line.substr(0, 10)).c_str());
@@ -211,6 +249,7 @@ void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks
         break;
     }
     rep->have_result = true;
+    rep->result_confined = rep->confined;
   }
 }
 
@@ -314,9 +353,17 @@ Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
                     .Wrap(context));
   if (!rep.have_result)
     return fail(Status::Transient("download process " + DescribeExit(status)).Wrap(context));
+  if (rep.result.unavailable() && rep.result_confined) {
+    // "Our store is failing" gives the job back without an attempt counted:
+    // believed only when the store fails for the worker too, so that a
+    // hostile child cannot hold a job (and the worker) back forever.
+    if (Status store = file->CheckStore(); !store.ok()) return fail(store.Wrap(context));
+    return fail(Status::Transient(rep.result.message() +
+                                  " (the store answers: counted as a failed attempt)"));
+  }
   if (!rep.result.ok()) return fail(rep.result);
 
-  Result<uint64_t> size = file->Verify();
+  Result<uint64_t> size = file->Verify(options.max_bytes);
   if (!size.ok()) return fail(size.status().Wrap(context));
   if (Status st = file->Commit(); !st.ok()) return fail(st.Wrap(context));
   FetchResult r;

@@ -4,23 +4,32 @@
 // The worker keeps the queue, the database, the reserved .part file (made,
 // locked and truncated by PartFile::Reserve) and the final fsync + rename.
 // The child gets only what a transfer needs:
-//   - file descriptors: the .part file, the log, and a pipe to report on;
-//     everything else (Redis, PostgreSQL, the master's life pipe) is
-//     closed, and the worker's scoreboard mapping is unmapped
+//   - file descriptors: the .part file, the log, stdio and a pipe to
+//     report on; everything else (Redis, PostgreSQL, the master's life
+//     pipe) is closed, and the worker's scoreboard mapping is unmapped
 //     (ConfineOptions::in_child);
+//   - memory: a fork is a copy of the worker, so before anything else
+//     every copy of the configured secrets (database and Redis passwords,
+//     crypto keys: ConfineOptions::secrets) is zeroed (ScrubSecrets);
 //   - the download sandbox (common/sandbox.h ApplyDownloadSandbox): an
-//     address-space limit, a Landlock layer allowing reads and writes
-//     beneath <store>/<user_id>/<driver>/ only and reads of what TLS and
-//     name resolution need (with ABI >= 4, TCP connects only to the
-//     source's port, 80/443 for http(s), and 53 for DNS over TCP), and a
-//     seccomp allow-list; on top of the worker's own sandbox;
+//     address-space limit; a Landlock layer with no write anywhere (the
+//     child writes only through the .part descriptor it inherits, so it
+//     can neither replace the .part file nor touch the user's other
+//     images) and reads of only what TLS and name resolution need (with
+//     ABI >= 4, TCP connects only to the source's port, 80/443 for
+//     http(s), and 53 for DNS over TCP); and a seccomp allow-list; on top
+//     of the worker's own sandbox;
 //   - PR_SET_PDEATHSIG SIGKILL: it dies with its worker.
 //
-// The child reports over the pipe, one line each: "P<progress>" (the
-// worker shows it in its process title) and "R<kind> <bytes> <message>"
-// at the end. The worker treats every byte it reads as untrusted (a
-// compromised child): lines are bounded, kinds checked, messages made
-// printable, and the file is checked again (PartFile::Verify) before it
+// The child reports over the pipe, one line each: "C" once it is confined,
+// "P<progress>" (the worker shows it in its process title) and
+// "R<kind> <bytes> <message>" at the end. The worker treats every byte
+// after "C" as untrusted (a compromised child): lines are bounded, kinds
+// checked, messages made printable; an "unavailable" outcome (which would
+// give the job back without counting an attempt) is believed only when
+// the worker's own look at the store (PartFile::CheckStore) finds it
+// failing, else it counts as a transient failure; and the file is checked
+// again (PartFile::Verify: the same inode, its header, its size) before it
 // is committed.
 //
 // Outcomes besides the child's own report:
@@ -36,15 +45,16 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "worker/fetch.h"
 
 namespace djinn {
 
 struct ConfineOptions {
-  // <store>/<user_id>/<driver>: the only directory the child may read or
-  // write (PartFile::Reserve made it).
-  std::string image_dir;
+  // Zeroed in the child's memory, wherever a copy is, before it touches
+  // the network (ConfigSecrets(config)).
+  std::vector<std::string> secrets;
   // Runs in the child first: drops what it must not keep (the worker's
   // scoreboard mapping). May be empty.
   std::function<void()> in_child;

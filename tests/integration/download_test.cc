@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -829,8 +830,19 @@ void DownloadTest::ExpectConfined(const TestUser* drop_to, const TestUser* run_a
     std::string probe, want;
     bool needs_net_rules = false;
   };
+  auto hex = [](const std::string& bytes) {
+    std::string out;
+    char b[3];
+    for (unsigned char c : bytes) {
+      std::snprintf(b, sizeof b, "%02x", c);
+      out += b;
+    }
+    return out;
+  };
   std::vector<Probe> probes = {
-      {"read:" + own, "succeeded"},  // control: its own directory
+      {"read:/etc/hosts", "succeeded"},  // control: name resolution
+      {"read:" + own, "Permission denied"},  // it writes only through its .part descriptor
+      {"write:" + own + "/planted", "Permission denied"},
       {"read:" + other + "/their-image", "Permission denied"},
       {"write:" + other + "/planted", "Permission denied"},
       {"write:" + store + "/planted", "Permission denied"},
@@ -841,6 +853,13 @@ void DownloadTest::ExpectConfined(const TestUser* drop_to, const TestUser* run_a
       {"connect:" + std::to_string(env().pg.port()), "Permission denied", true},
       {"exec", "download process stopped by the sandbox: forbidden system call execve"},
       {"fork", "download process stopped by the sandbox: forbidden system call clone"},
+      // A fork is a copy of the worker: the database password must be gone
+      // from its memory. Control: the image's hash, which it holds.
+      {"find-hex:" + hex(pg().consumer_password()), "found 0 copies"},
+      {"find-hex:HASH", "found "},
+      // Claiming our store failed would give the job back uncounted, and
+      // hold the worker back: not believed while the store answers.
+      {"unavailable", "(the store answers: counted as a failed attempt)"},
   };
   if (FileExists("/etc/ssl/certs/ca-certificates.crt")) {
     probes.push_back({"read:/etc/ssl/certs/ca-certificates.crt", "succeeded"});  // TLS trust
@@ -854,7 +873,8 @@ void DownloadTest::ExpectConfined(const TestUser* drop_to, const TestUser* run_a
     s.image = pg().AddImage(kUserId, "qemu", s.hash);
     s.download = pg().AddDownload(s.image, url);
     s.job_id = "dl-" + std::to_string(s.download) + "-" + s.hash;
-    env_value += (env_value.empty() ? "" : ";") + std::to_string(s.download) + "=" + p.probe;
+    std::string probe = p.probe == "find-hex:HASH" ? "find-hex:" + hex(s.hash) : p.probe;
+    env_value += (env_value.empty() ? "" : ";") + std::to_string(s.download) + "=" + probe;
     jobs.push_back(s);
   }
   d.options().env.push_back("DJINN_CONSUMER_TEST_DOWNLOAD_PROBE=" + env_value);
@@ -871,6 +891,9 @@ void DownloadTest::ExpectConfined(const TestUser* drop_to, const TestUser* run_a
     auto row = pg().Download(jobs[i].download);
     EXPECT_TRUE(row.finished);
     EXPECT_NE(row.error.find(probes[i].want), std::string::npos) << row.error << "\n" << d.Log();
+    if (probes[i].probe == "find-hex:HASH") {
+      EXPECT_EQ(row.error.find("found 0 copies"), std::string::npos) << row.error;
+    }
   }
   EXPECT_FALSE(FileExists(other + "/planted"));
   EXPECT_FALSE(FileExists(store + "/planted"));

@@ -792,6 +792,19 @@ TEST_F(DownloadSandboxTest, ForbiddenCallIsReportedAndEndsTheProcess) {
   }
 }
 
+// Landlock does not govern connecting to a named unix socket (a local
+// Redis or PostgreSQL), so the download process cannot make one at all;
+// the call fails (glibc falls back) instead of ending the process.
+TEST_F(DownloadSandboxTest, UnixSocketsAreRefused) {
+  EXPECT_CHILD_OK([this] {
+    CHILD_CHECK_OK(Apply());
+    CHILD_CHECK_ERRNO(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), EACCES);
+    int pair[2];
+    CHILD_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);  // libcurl's wake-up
+    return kChildOk;
+  });
+}
+
 #if !defined(__SANITIZE_ADDRESS__)  // ASan reserves terabytes of address space
 TEST_F(DownloadSandboxTest, AddressSpaceIsLimited) {
   EXPECT_CHILD_OK([this] {
@@ -804,6 +817,46 @@ TEST_F(DownloadSandboxTest, AddressSpaceIsLimited) {
   });
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// ScrubSecrets: a forked download process keeps no copy of a secret
+
+TEST(ScrubSecretsTest, EveryCopyIsZeroedAndNothingElse) {
+  EXPECT_CHILD_OK([] {
+    const std::string secret = "pw-0123456789abcdef";  // as the config holds it
+    std::string live = secret + " in a longer string";
+    std::vector<char> big(3 << 20, 'x');  // a large allocation: its own mapping
+    std::memcpy(big.data() + (1 << 20), secret.data(), secret.size());
+    char on_stack[64] = {};
+    std::memcpy(on_stack, secret.data(), secret.size());
+    char* freed = static_cast<char*>(std::malloc(128));
+    std::memcpy(freed, secret.data(), secret.size());
+    std::free(freed);  // freed memory is still memory
+    const std::string short_secret = "short";  // below kMinScrubbedSecret
+    std::string keep = "unrelated " + short_secret;
+
+    Result<size_t> n = ScrubSecrets({secret, short_secret});
+    CHILD_CHECK(n.ok());
+    std::fprintf(stderr, "zeroed %zu copies\n", *n);
+    CHILD_CHECK(*n >= 4);  // the argument, live, big, on_stack (and freed)
+    CHILD_CHECK(live.find("pw-0123") == std::string::npos);
+    CHILD_CHECK(live.substr(secret.size()) == " in a longer string");
+    CHILD_CHECK(big[(1 << 20) - 1] == 'x' && big[(1 << 20) + secret.size()] == 'x');
+    CHILD_CHECK(std::string_view(big.data() + (1 << 20), 3) == std::string_view("\0\0\0", 3));
+    CHILD_CHECK(on_stack[0] == 0 && on_stack[secret.size() - 1] == 0);
+    CHILD_CHECK(keep == "unrelated short");
+    // Nothing left to find, by the scan an attacker would run.
+    char needle[] = "pw-0123456789abcdef";
+    Result<size_t> left = ScanOwnMemory({std::string_view(needle)}, needle, sizeof needle, false);
+    CHILD_CHECK(left.ok() && *left == 0);
+    // And the scan does find a copy made now (its control).
+    std::string planted = std::string("pw-") + "0123456789abcdef";
+    left = ScanOwnMemory({std::string_view(needle)}, needle, sizeof needle, false);
+    CHILD_CHECK(left.ok() && *left >= 1);
+    CHILD_CHECK(planted.size() == secret.size());
+    return kChildOk;
+  });
+}
 
 // ---------------------------------------------------------------------------
 // RLIMIT_NPROC for workers (LimitProcesses)

@@ -177,7 +177,7 @@ class DownloadJob : public JobHandler {
         FetchOptions options = *options_;
         options.tcp_ports = DownloadPorts(args->source);
         ConfineOptions confine;
-        confine.image_dir = store_ + "/" + user_id + "/" + driver;
+        confine.secrets = ConfigSecrets(config_);
         confine.in_child = ctx.in_child;
 #if !defined(__SANITIZE_ADDRESS__)
         confine.address_space_headroom = kDownloadAddressHeadroom;
