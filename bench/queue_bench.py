@@ -10,7 +10,7 @@ runs redis-benchmark against the same server in the same run (unpipelined
 EVALSHA of a trivial script, 1 and 2 clients) so the ratio is comparable
 across noisy machines. Only 127.0.0.1 is contacted.
 """
-import os, shutil, signal, socket, struct, subprocess, sys, tempfile, time
+import os, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import children, envelope, free_port  # noqa: E402
