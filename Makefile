@@ -22,7 +22,7 @@ CXX      ?= g++
 CXXSTD   := -std=c++20
 WARN     := -Wall -Wextra -Werror -Wshadow -Wnon-virtual-dtor -Wformat=2
 OPT      ?= -O2
-PKGS     := hiredis libpq libcurl libconfig libseccomp msgpack nlohmann_json libcrypto
+PKGS     := hiredis libpq libcurl libconfig libseccomp msgpack nlohmann_json libcrypto libmicrohttpd libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

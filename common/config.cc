@@ -23,6 +23,7 @@
 #include "common/c_handles.h"
 #include "common/conf_tree.h"
 #include "common/djinn_conf.h"
+#include "common/listen_address.h"
 #include "common/units.h"
 
 namespace djinn {
@@ -80,11 +81,24 @@ const std::vector<Param>& Params() {
   static const std::vector<Param> params = {
       {"pidfile", Type::kString, 0, 0,
        [](Config* c, const Value& v) { c->pidfile = v.str; return Absolute(v.str); }},
+      {"control_socket", Type::kString, 0, 0,
+       [](Config* c, const Value& v) -> std::string {
+         c->control_socket = v.str;
+         if (v.str.empty()) return "must not be empty";
+         if (v.str.size() > 107) return "must be at most 107 bytes (a unix socket path)";
+         return Absolute(v.str);
+       }},
       {"log", Type::kGroup, 0, 0, nullptr},
       {"log.level", Type::kString, 0, 0,
        [](Config* c, const Value& v) -> std::string {
          if (!ParseLogLevel(v.str, &c->log_level))
            return "expected one of debug, info, warn, error (got \"" + v.str + "\")";
+         return "";
+       }},
+      {"log.format", Type::kString, 0, 0,
+       [](Config* c, const Value& v) -> std::string {
+         if (!ParseLogFormat(v.str, &c->log_format))
+           return "expected text or json (got \"" + v.str + "\")";
          return "";
        }},
       {"log.file", Type::kString, 0, 0,
@@ -165,6 +179,14 @@ const std::vector<Param>& Params() {
       {"webhooks.ca", Type::kString, 0, 0, FILE(webhooks.ca)},
       {"webhooks.api_server", Type::kString, 0, 0, STR(webhooks.api_server)},
       {"webhooks.workers", Type::kInt, 1, 64, NUM(webhooks.workers)},
+      {"metrics", Type::kGroup, 0, 0, nullptr},
+      {"metrics.listen", Type::kString, 0, 0,
+       [](Config* c, const Value& v) -> std::string {
+         c->metrics.listen = v.str;
+         auto a = ParseListenAddress(v.str);
+         return a.ok() ? "" : a.status().message();
+       }},
+      {"metrics.allow_remote", Type::kBool, 0, 0, BOOL(metrics.allow_remote)},
       {"crypto", Type::kGroup, 0, 0,
        [](Config* c, const Value&) { c->crypto.set = true; return std::string(); }},
       {"crypto.auth", Type::kString, 0, 0, STR(crypto.auth)},
@@ -359,6 +381,15 @@ class DjinnMapper {
       file.name = "file";
       file.label.clear();
       log.children = {std::move(level), std::move(file)};
+      // An unlabelled `log { format "json" }` beside `log info "FILE"` is
+      // the same group: one group, its settings after level and file.
+      auto block = std::find_if(out.begin(), out.end(), [](const ConfNode& n) {
+        return n.name == "log" && n.kind == Kind::kBlock;
+      });
+      if (block != out.end()) {
+        for (ConfNode& c : block->children) log.children.push_back(std::move(c));
+        out.erase(block);
+      }
       out.insert(out.begin(), std::move(log));
     }
     root->children = std::move(out);
@@ -465,6 +496,13 @@ class Validator {
     if (cfg_->crypto.set) {
       if (!Seen("crypto.block")) return ErrorAt(root, "crypto.block", "required when crypto is set");
       if (!Seen("crypto.salt")) return ErrorAt(root, "crypto.salt", "required when crypto is set");
+    }
+    if (!cfg_->metrics.listen.empty() && !cfg_->metrics.allow_remote) {
+      auto a = ParseListenAddress(cfg_->metrics.listen);
+      if (a.ok() && !a->loopback)
+        return ErrorAt(root, "metrics.listen",
+                       "\"" + cfg_->metrics.listen + "\" is not a loopback address; the endpoint "
+                       "has no authentication: set metrics.allow_remote = true to serve other hosts");
     }
     if (cfg_->workers == 0) {
       long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -646,8 +684,10 @@ std::string FormatConfig(const Config& c, bool redact) {
   o << "# djinn-consumer configuration (libconfig syntax), as read from " << c.path << "\n";
   o << "# by djinn-consumer -t -print. See djinn-consumer.conf(5).\n";
   if (!c.pidfile.empty()) o << "pidfile = " << Quote(c.pidfile) << ";\n";
+  if (!c.control_socket.empty()) o << "control_socket = " << Quote(c.control_socket) << ";\n";
   o << "log = { level = " << Quote(LogLevelName(c.log_level)) << ";";
   if (!c.log_file.empty()) o << " file = " << Quote(c.log_file) << ";";
+  o << " format = " << Quote(LogFormatName(c.log_format)) << ";";
   o << " };\n";
   o << "workers = " << c.workers << ";\n";
   if (!c.user.empty()) o << "user = " << Quote(c.user) << ";\n";
@@ -695,6 +735,10 @@ std::string FormatConfig(const Config& c, bool redact) {
   if (!c.webhooks.api_server.empty()) o << "  api_server = " << Quote(c.webhooks.api_server) << ";\n";
   o << "  workers = " << c.webhooks.workers << ";\n";
   o << "};\n";
+  if (!c.metrics.listen.empty()) {
+    o << "metrics = { listen = " << Quote(c.metrics.listen) << "; allow_remote = "
+      << (c.metrics.allow_remote ? "true" : "false") << "; };\n";
+  }
   if (c.crypto.set) {
     o << "crypto = {\n";
     if (!c.crypto.auth.empty()) o << "  auth = " << secret(c.crypto.auth) << ";\n";

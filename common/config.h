@@ -64,6 +64,13 @@ struct WebhooksConfig {
   int workers = 1;             // delivery workers (not taken from downloads)
 };
 
+// The master's metrics and health endpoint (master/metrics.h); off when
+// listen is empty. A non-loopback address needs allow_remote.
+struct MetricsConfig {
+  std::string listen;          // "127.0.0.1:9187"; "" = off
+  bool allow_remote = false;   // allow a listen address other than loopback
+};
+
 struct CryptoConfig {
   bool set = false;
   std::string auth, block, hash, salt;
@@ -90,8 +97,12 @@ struct Config {
   // them at start and reload, -t prints them.
   std::vector<std::string> warnings;
   std::string pidfile;
+  // The master's status socket (master/control.h); "" = derived from
+  // pidfile (ControlSocketPath), none without a pidfile.
+  std::string control_socket;
   LogLevel log_level = LogLevel::kInfo;
   std::string log_file;  // empty: stderr
+  LogFormat log_format = LogFormat::kText;  // log.format: text or json
   int workers = 0;       // 0 in the struct = not set; LoadConfig fills nproc
   std::string user;
   std::string group;
@@ -105,6 +116,7 @@ struct Config {
   DownloadConfig download;
   CryptoConfig crypto;
   WebhooksConfig webhooks;
+  MetricsConfig metrics;
 };
 
 Result<Config> LoadConfig(const std::string& path);

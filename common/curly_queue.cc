@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/url.h"
 
 namespace djinn {
 
@@ -64,14 +65,29 @@ end
 return 0
 )lua");
 
-// curlyq retry_job.lua (KEYS[2] = scheduled, ARGV[2] = retry time) and
-// kill_job.lua (KEYS[2] = dead, ARGV[2] = now): the same script. Without
-// ARGV[3] (KillRaw) Q:data is left alone: undecodable bytes stay for a human.
-// KEYS: inflight, scheduled|dead, data. ARGV: ID, score[, envelope].
+// curlyq retry_job.lua. KEYS: inflight, scheduled, data. ARGV: ID, retry
+// time, envelope.
 const RedisScript kMoveToSet(R"lua(
 if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
   redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
   if ARGV[3] then redis.call('hset', KEYS[3], ARGV[1], ARGV[3]) end
+  return 1
+end
+return 0
+)lua");
+
+// curlyq kill_job.lua, plus the reason in our own Q:dead:why. Without
+// ARGV[4] (KillRaw) Q:data is left alone: undecodable bytes stay for a
+// human. KEYS: inflight, dead, data, why. ARGV: ID, now, why, [envelope].
+const RedisScript kKill(R"lua(
+if redis.call('srem', KEYS[1], ARGV[1]) == 1 then
+  redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
+  if ARGV[4] then redis.call('hset', KEYS[3], ARGV[1], ARGV[4]) end
+  if ARGV[3] ~= '' then
+    redis.call('hset', KEYS[4], ARGV[1], ARGV[3])
+  else
+    redis.call('hdel', KEYS[4], ARGV[1])
+  end
   return 1
 end
 return 0
@@ -172,18 +188,20 @@ end
 return out
 )lua");
 
-// KEYS: inflight, active, dead, data, signal. ARGV: ID, now, '1' to kill
-// or '0' to requeue, [new envelope]. Acts only if the ID is still in
-// that inflight set, so a job is never moved twice.
+// KEYS: inflight, active, dead, data, signal, why. ARGV: ID, now, '1' to
+// kill or '0' to requeue, why (kept when killed), [new envelope]. Acts
+// only if the ID is still in that inflight set, so a job is never moved
+// twice.
 const RedisScript kFailOne(R"lua(
 if redis.call('srem', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
-if ARGV[4] then
-  redis.call('hset', KEYS[4], ARGV[1], ARGV[4])
+if ARGV[5] then
+  redis.call('hset', KEYS[4], ARGV[1], ARGV[5])
 end
 if ARGV[3] == '1' then
   redis.call('zadd', KEYS[3], ARGV[2], ARGV[1])
+  redis.call('hset', KEYS[6], ARGV[1], ARGV[4])
 else
   redis.call('rpush', KEYS[2], ARGV[1])
   redis.call('del', KEYS[5])
@@ -197,6 +215,83 @@ const RedisScript kStats(R"lua(
 return {redis.call('llen', KEYS[1]), redis.call('zcard', KEYS[2]),
         redis.call('zcard', KEYS[3]), redis.call('hlen', KEYS[4]),
         redis.call('zcard', KEYS[5])}
+)lua");
+
+// --- operator commands ---
+
+// KEYS: active, scheduled, dead, consumers. Returns {active, scheduled,
+// dead, first due ('' when none), then key, heartbeat, inflight per
+// consumer}. The inflight sets are named by Q:consumers, as curlyq's
+// reenqueue_orphaned_jobs.lua names them.
+const RedisScript kOverview(R"lua(
+local out = {redis.call('llen', KEYS[1]), redis.call('zcard', KEYS[2]),
+             redis.call('zcard', KEYS[3])}
+local first = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
+out[4] = first[2] or ''
+local cs = redis.call('zrange', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #cs, 2 do
+  out[#out + 1] = cs[i]
+  out[#out + 1] = cs[i + 1]
+  out[#out + 1] = redis.call('scard', cs[i])
+end
+return out
+)lua");
+
+// KEYS: dead, data, why. ARGV: last index (-1: all). Newest first:
+// {id, died at, {envelope} or {}, why or '', ...}.
+const RedisScript kListDead(R"lua(
+local ids = redis.call('zrevrange', KEYS[1], 0, ARGV[1], 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  local env = redis.call('hget', KEYS[2], ids[i])
+  out[#out + 1] = ids[i]
+  out[#out + 1] = ids[i + 1]
+  if env then out[#out + 1] = {env} else out[#out + 1] = {} end
+  out[#out + 1] = redis.call('hget', KEYS[3], ids[i]) or ''
+end
+return out
+)lua");
+
+// KEYS: dead, data, active, signal, why. ARGV: ID, the envelope as read,
+// the envelope with Attempt 0. 0: not dead; -1: the envelope changed
+// since it was read (read again); 1: moved, as curlyq's push_job.lua
+// would have pushed it.
+const RedisScript kRetryDead(R"lua(
+if not redis.call('zscore', KEYS[1], ARGV[1]) then
+  return 0
+end
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then
+  return -1
+end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hset', KEYS[2], ARGV[1], ARGV[3])
+redis.call('rpush', KEYS[3], ARGV[1])
+redis.call('del', KEYS[4])
+redis.call('lpush', KEYS[4], 1)
+redis.call('hdel', KEYS[5], ARGV[1])
+return 1
+)lua");
+
+// KEYS: dead, data, why. ARGV: ID.
+const RedisScript kPurgeDead(R"lua(
+if redis.call('zrem', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('hdel', KEYS[3], ARGV[1])
+return 1
+)lua");
+
+// KEYS: dead, why.
+const RedisScript kPruneReasons(R"lua(
+local n = 0
+for _, id in ipairs(redis.call('hkeys', KEYS[2])) do
+  if not redis.call('zscore', KEYS[1], id) then
+    redis.call('hdel', KEYS[2], id)
+    n = n + 1
+  end
+end
+return n
 )lua");
 
 // An integer formatted on the stack, for argv.
@@ -309,6 +404,7 @@ CurlyQueue::CurlyQueue(std::string name, RedisOptions options)
       dead_(name_ + ":dead"),
       scheduled_(name_ + ":scheduled"),
       signal_(name_ + ":signal"),
+      why_(DeadReasonKey(name_)),
       conn_(std::move(options)) {}
 
 Status CurlyQueue::Push(const Envelope& env) {
@@ -445,10 +541,12 @@ Status CurlyQueue::Retry(const std::string& consumer_key, const Envelope& env,
       .status();
 }
 
-Status CurlyQueue::Kill(const std::string& consumer_key, const Envelope& env) {
+Status CurlyQueue::Kill(const std::string& consumer_key, const Envelope& env,
+                        const std::string& why) {
   std::string msg = EncodeEnvelope(env);
   IntArg now(NowSeconds());
-  return conn_.EvalSha(kMoveToSet, {consumer_key, dead_, data_}, {env.id, now.view(), msg})
+  std::string reason = DeadReason(why);
+  return conn_.EvalSha(kKill, {consumer_key, dead_, data_, why_}, {env.id, now.view(), reason, msg})
       .status();
 }
 
@@ -456,9 +554,12 @@ Status CurlyQueue::Release(const std::string& consumer_key, const std::string& i
   return conn_.EvalSha(kRelease, {consumer_key, active_, signal_}, {id}).status();
 }
 
-Status CurlyQueue::KillRaw(const std::string& consumer_key, const std::string& id) {
+Status CurlyQueue::KillRaw(const std::string& consumer_key, const std::string& id,
+                           const std::string& why) {
   IntArg now(NowSeconds());
-  return conn_.EvalSha(kMoveToSet, {consumer_key, dead_, data_}, {id, now.view()}).status();
+  std::string reason = DeadReason(why);
+  return conn_.EvalSha(kKill, {consumer_key, dead_, data_, why_}, {id, now.view(), reason})
+      .status();
 }
 
 Result<int64_t> CurlyQueue::RecoverInflight(const std::string& consumer_key,
@@ -509,7 +610,9 @@ Result<int64_t> CurlyQueue::RequeueOrphans(int64_t timeout_seconds, int64_t max)
 }
 
 Result<std::vector<Queue::FailedJob>> CurlyQueue::FailInflight(
-    const std::string& consumer_key, int max_attempts, bool count_attempt) {
+    const std::string& consumer_key, int max_attempts, bool count_attempt,
+    const std::string& why) {
+  std::string reason = DeadReason(why);
   auto read = conn_.EvalSha(kReadInflight, {consumer_key, data_}, {});
   if (!read.ok()) return read.status();
   const redisReply* rep = read->get();
@@ -541,9 +644,9 @@ Result<std::vector<Queue::FailedJob>> CurlyQueue::FailInflight(
       }
     }
     IntArg now(NowSeconds());
-    std::vector<std::string_view> args = {fj.id, now.view(), fj.dead ? "1" : "0"};
+    std::vector<std::string_view> args = {fj.id, now.view(), fj.dead ? "1" : "0", reason};
     if (!new_env.empty()) args.push_back(new_env);
-    auto r = conn_.EvalSha(kFailOne, {consumer_key, active_, dead_, data_, signal_}, args);
+    auto r = conn_.EvalSha(kFailOne, {consumer_key, active_, dead_, data_, signal_, why_}, args);
     if (!r.ok()) return r.status();
     if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("fail " + fj.id, r->get());
     if ((*r)->integer == 1) handled.push_back(std::move(fj));
@@ -587,6 +690,128 @@ Result<std::string> CurlyQueue::MaxmemoryPolicy() {
     return std::string(ReplyView(rep->element[1]));
   }
   return std::string();
+}
+
+// --- operator commands ---
+
+std::string DeadReasonKey(const std::string& queue) { return queue + ":dead:why"; }
+
+std::string DeadReason(const std::string& why) {
+  std::string s = RedactUrl(Log::Scrub(why));
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  if (s.size() > kMaxDeadReason) {
+    size_t cut = kMaxDeadReason;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) cut--;
+    s.resize(cut);
+  }
+  return s;
+}
+
+namespace {
+
+// A Redis score or integer reply as whole seconds.
+int64_t ReplyInt(const redisReply* r) {
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_STRING) return static_cast<int64_t>(std::strtod(r->str, nullptr));
+  return 0;
+}
+
+}  // namespace
+
+Result<QueueOverview> CurlyQueue::Overview() {
+  auto r = conn_.EvalSha(kOverview, {active_, scheduled_, dead_, consumers_}, {});
+  if (!r.ok()) return r.status();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 4 || (rep->elements - 4) % 3 != 0)
+    return Unexpected("overview", rep);
+  QueueOverview o;
+  o.active = ReplyInt(rep->element[0]);
+  o.scheduled = ReplyInt(rep->element[1]);
+  o.dead = ReplyInt(rep->element[2]);
+  if (rep->element[3]->type == REDIS_REPLY_STRING && rep->element[3]->len > 0)
+    o.next_due = ReplyInt(rep->element[3]);
+  for (size_t i = 4; i + 2 < rep->elements; i += 3) {
+    QueueOverview::Consumer c;
+    c.key.assign(ReplyView(rep->element[i]));
+    c.heartbeat = ReplyInt(rep->element[i + 1]);
+    c.inflight = ReplyInt(rep->element[i + 2]);
+    o.consumers.push_back(std::move(c));
+  }
+  return o;
+}
+
+Result<std::vector<DeadJob>> CurlyQueue::ListDead(int64_t limit) {
+  IntArg last(limit <= 0 ? -1 : limit - 1);
+  auto r = conn_.EvalSha(kListDead, {dead_, data_, why_}, {last.view()});
+  if (!r.ok()) return r.status();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 4 != 0) return Unexpected("dead", rep);
+  std::vector<DeadJob> out;
+  for (size_t i = 0; i + 3 < rep->elements; i += 4) {
+    DeadJob j;
+    j.id.assign(ReplyView(rep->element[i]));
+    j.died_at = ReplyInt(rep->element[i + 1]);
+    const redisReply* env = rep->element[i + 2];
+    if (env->type == REDIS_REPLY_ARRAY && env->elements == 1 &&
+        env->element[0]->type == REDIS_REPLY_STRING) {
+      j.has_data = true;
+      j.envelope.assign(ReplyView(env->element[0]));
+    }
+    if (rep->element[i + 3]->type == REDIS_REPLY_STRING) j.why.assign(ReplyView(rep->element[i + 3]));
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> CurlyQueue::DeadIds() {
+  auto r = conn_.Command({"ZRANGE", dead_, "0", "-1"});
+  if (!r.ok()) return r.status();
+  const redisReply* rep = r->get();
+  if (rep->type != REDIS_REPLY_ARRAY) return Unexpected("dead ids", rep);
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < rep->elements; i++)
+    if (rep->element[i]->type == REDIS_REPLY_STRING) ids.emplace_back(ReplyView(rep->element[i]));
+  return ids;
+}
+
+Result<DeadMove> CurlyQueue::RetryDead(const std::string& id) {
+  // Read, reset the Attempt here (msgpack stays ours, byte for byte as
+  // EncodeEnvelope writes it), then move only if nothing changed meanwhile.
+  for (int tries = 0; tries < 5; tries++) {
+    auto score = conn_.Command({"ZSCORE", dead_, id});
+    if (!score.ok()) return score.status();
+    if ((*score)->type == REDIS_REPLY_NIL) return DeadMove::kNotDead;
+    auto data = conn_.Command({"HGET", data_, id});
+    if (!data.ok()) return data.status();
+    if ((*data)->type != REDIS_REPLY_STRING) return DeadMove::kNoEnvelope;
+    std::string old_env(ReplyView(data->get()));
+    auto env = DecodeEnvelope(old_env);
+    if (!env.ok()) return DeadMove::kBadEnvelope;
+    env->attempt = 0;
+    std::string new_env = EncodeEnvelope(*env);
+    auto r = conn_.EvalSha(kRetryDead, {dead_, data_, active_, signal_, why_},
+                           {id, old_env, new_env});
+    if (!r.ok()) return r.status();
+    if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("retry " + id, r->get());
+    if ((*r)->integer == 1) return DeadMove::kDone;
+    if ((*r)->integer == 0) return DeadMove::kNotDead;
+  }
+  return Status::Transient("job " + id + ": its envelope keeps changing; try again");
+}
+
+Result<DeadMove> CurlyQueue::PurgeDead(const std::string& id) {
+  auto r = conn_.EvalSha(kPurgeDead, {dead_, data_, why_}, {id});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("purge " + id, r->get());
+  return (*r)->integer == 1 ? DeadMove::kDone : DeadMove::kNotDead;
+}
+
+Result<int64_t> CurlyQueue::PruneDeadReasons() {
+  auto r = conn_.EvalSha(kPruneReasons, {dead_, why_}, {});
+  if (!r.ok()) return r.status();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return Unexpected("prune reasons", r->get());
+  return static_cast<int64_t>((*r)->integer);
 }
 
 }  // namespace djinn

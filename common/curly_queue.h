@@ -27,6 +27,18 @@
 //   RequeueOrphans      consumers with a heartbeat <= now - timeout: SPOP
 //                       their inflight sets -> RPUSH Q:active, ZREM them
 //   FailInflight        per ID: Attempt+1, RPUSH Q:active (or ZADD Q:dead)
+// Operator commands (djinn-consumer queue/dead/retry/purge, master/commands.h):
+//   Overview            LLEN, ZCARD, the first Q:scheduled entry, every
+//                       Q:consumers entry with SCARD of its inflight set
+//   ListDead            ZREVRANGE Q:dead, HGET Q:data and Q:dead:why
+//   RetryDead           if the ID is in Q:dead and its Q:data entry is the
+//                       one read: ZREM Q:dead, HSET Q:data (Attempt 0),
+//                       RPUSH Q:active, DEL+LPUSH Q:signal, HDEL Q:dead:why
+//   PurgeDead           if ZREM Q:dead: HDEL Q:data, HDEL Q:dead:why
+//   PruneDeadReasons    HDEL the Q:dead:why fields not in Q:dead
+// Q:dead:why is ours (a hash: job ID -> one line, why it died), written by
+// Kill, KillRaw and FailInflight in the same script that moves the job to
+// Q:dead; curlyq never reads it. Jobs a Go consumer killed have no entry.
 // Ack, Retry, Kill, KillRaw and Release act only when the ID is in the consumer's inflight
 // set, as in curlyq: a job another process already requeued (orphan
 // cleanup, FailInflight) is left alone and Ok is returned.
@@ -78,6 +90,38 @@ inline constexpr double kCurlyMaxBackoffSeconds = 7 * 24 * 3600;
 // 20), else kills. Djinn's consumer uses its own `attempts` (default 5).
 inline constexpr int64_t kCurlyJobMaxAttempts = 20;
 
+// Q:dead:why values are cut to this many bytes (one line).
+inline constexpr size_t kMaxDeadReason = 300;
+// "<queue>:dead:why".
+std::string DeadReasonKey(const std::string& queue);
+// The reason as stored: control characters become spaces, cut to
+// kMaxDeadReason bytes (on a UTF-8 boundary), URL passwords redacted.
+std::string DeadReason(const std::string& why);
+
+// What `djinn-consumer queue` shows.
+struct QueueOverview {
+  int64_t active = 0, scheduled = 0, dead = 0;
+  std::optional<int64_t> next_due;  // unix seconds of the first scheduled job
+  struct Consumer {
+    std::string key;          // Q:inflight:<uuid>
+    int64_t heartbeat = 0;    // unix seconds
+    int64_t inflight = 0;
+  };
+  std::vector<Consumer> consumers;  // oldest heartbeat first
+};
+
+// One entry of Q:dead, newest first.
+struct DeadJob {
+  std::string id;
+  int64_t died_at = 0;      // unix seconds (the Q:dead score)
+  bool has_data = false;    // Q:data holds an envelope for it
+  std::string envelope;     // raw bytes
+  std::string why;          // "" when unknown (killed by a Go consumer)
+};
+
+// What RetryDead / PurgeDead did with one ID.
+enum class DeadMove { kDone, kNotDead, kNoEnvelope, kBadEnvelope };
+
 class CurlyQueue : public Queue {
  public:
   // name: the queue name ("jobs"). Does not connect; the first call does.
@@ -100,10 +144,12 @@ class CurlyQueue : public Queue {
   Status Ack(const std::string& consumer_key, const std::string& id) override;
   Status Retry(const std::string& consumer_key, const Envelope& env,
                double delay_seconds) override;
-  Status Kill(const std::string& consumer_key, const Envelope& env) override;
+  Status Kill(const std::string& consumer_key, const Envelope& env,
+              const std::string& why) override;
   Status Release(const std::string& consumer_key, const std::string& id) override;
   // SREM inflight, ZADD Q:dead <now>; Q:data keeps the original bytes.
-  Status KillRaw(const std::string& consumer_key, const std::string& id) override;
+  Status KillRaw(const std::string& consumer_key, const std::string& id,
+                 const std::string& why) override;
   // kPermanent "... still holds N jobs" (and nothing changed) when the
   // inflight set is not empty.
   Result<int64_t> RecoverInflight(const std::string& consumer_key,
@@ -122,9 +168,26 @@ class CurlyQueue : public Queue {
   // otherwise RequeueOrphans picks up the rest once heartbeats stop.
   Result<std::vector<FailedJob>> FailInflight(const std::string& consumer_key,
                                               int max_attempts,
-                                              bool count_attempt) override;
+                                              bool count_attempt,
+                                              const std::string& why) override;
   Result<QueueStats> Stats() override;
   Result<std::string> MaxmemoryPolicy() override;
+
+  // --- operator commands (not part of Queue: they act on curlyq's keys) ---
+  Result<QueueOverview> Overview();
+  // limit <= 0: all of them.
+  Result<std::vector<DeadJob>> ListDead(int64_t limit);
+  // Every ID in Q:dead, oldest first (for -all).
+  Result<std::vector<std::string>> DeadIds();
+  // Dead -> tail of Q:active with Attempt 0, atomically; the waiting
+  // consumers wake (Q:active non-empty, and Q:signal for later curlyq).
+  // An envelope that cannot be decoded cannot have its Attempt reset: it
+  // stays dead (kBadEnvelope), as does a job without one (kNoEnvelope).
+  Result<DeadMove> RetryDead(const std::string& id);
+  // Dead -> gone: Q:dead entry, Q:data envelope and reason.
+  Result<DeadMove> PurgeDead(const std::string& id);
+  // Removes reasons of jobs no longer dead (moved out by other tools).
+  Result<int64_t> PruneDeadReasons();
 
  private:
   Result<std::optional<RawJob>> TakeOnce(const std::string& consumer_key,
@@ -135,7 +198,7 @@ class CurlyQueue : public Queue {
   std::string BlockTimeoutArg(int block_ms) const;
 
   std::string name_;
-  std::string active_, consumers_, data_, dead_, scheduled_, signal_;
+  std::string active_, consumers_, data_, dead_, scheduled_, signal_, why_;
   RedisConn conn_;
   // The last AckAndTake found nothing: the next one without an ack waits
   // before it takes.

@@ -9,6 +9,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
+#include <string_view>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -19,11 +20,15 @@ namespace {
 // The longest message a log line carries (after scrubbing); longer ones
 // are cut.
 constexpr size_t kMaxMessage = 2047;
+// The longest job id a JSON line carries (ids come from the queue).
+constexpr size_t kMaxJobId = 128;
 
 // Per-process state. Workers inherit it through fork and then call Init or
 // SetRole; nothing here is shared between processes after that.
 struct LogState {
   LogLevel level = LogLevel::kInfo;
+  LogFormat format = LogFormat::kText;
+  std::string job_id;  // the job being run ("" = none), for JSON lines
   std::string file;
   std::string role = "master";
   UniqueFd fd;  // invalid: stderr
@@ -57,6 +62,95 @@ void ReplaceAll(std::string* s, const std::string& from, const std::string& to) 
   for (size_t pos = 0; (pos = s->find(from, pos)) != std::string::npos;
        pos += to.size())
     s->replace(pos, from.size(), to);
+}
+
+// Appends s as the inside of a JSON string: `"` `\\` and controls escaped,
+// UTF-8 kept, every byte that does not start a well-formed UTF-8 sequence
+// (RFC 3629: no overlongs, surrogates or code points past U+10FFFF)
+// replaced by U+FFFD, so the line is valid JSON whatever the message holds.
+void AppendJsonString(std::string* out, std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': *out += "\\\""; break;
+        case '\\': *out += "\\\\"; break;
+        case '\n': *out += "\\n"; break;
+        case '\r': *out += "\\r"; break;
+        case '\t': *out += "\\t"; break;
+        default:
+          if (c < 0x20) {
+            *out += "\\u00";
+            *out += kHex[c >> 4];
+            *out += kHex[c & 15];
+          } else {
+            *out += static_cast<char>(c);
+          }
+      }
+      i++;
+      continue;
+    }
+    // Length and the allowed range of the second byte, by the lead byte.
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;  // no UTF-16 surrogates
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c == 0xF4) len = 4, hi = 0x8F;  // nothing past U+10FFFF
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; k++) {
+      unsigned char b = static_cast<unsigned char>(s[i + k]);
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    if (!ok) {
+      *out += "\xEF\xBF\xBD";  // U+FFFD for this byte; go on with the next
+      i++;
+      continue;
+    }
+    out->append(s.data() + i, len);
+    i += len;
+  }
+}
+
+// Cuts s to at most max bytes without splitting a UTF-8 sequence (a cut
+// one would only become U+FFFD).
+void CutAtCharBoundary(std::string* s, size_t max) {
+  if (s->size() <= max) return;
+  size_t cut = max;
+  for (int back = 0; back < 3 && cut > 0 && (static_cast<unsigned char>((*s)[cut]) & 0xC0) == 0x80;
+       back++)
+    cut--;
+  if ((static_cast<unsigned char>((*s)[cut]) & 0xC0) == 0x80) cut = max;  // not UTF-8 anyway
+  s->resize(cut);
+}
+
+// One JSON object per line; `body` is scrubbed already. The job id comes
+// from the queue: scrubbed too, and cut, so the line stays bounded.
+std::string FormatJson(const char* ts, LogLevel level, std::string body) {
+  const LogState& s = State();
+  CutAtCharBoundary(&body, kMaxMessage);
+  std::string line = "{\"time\":\"";
+  line += ts;
+  line += "\",\"level\":\"";
+  line += LogLevelName(level);
+  line += "\",\"pid\":" + std::to_string(static_cast<int>(getpid())) + ",\"role\":\"";
+  AppendJsonString(&line, s.role);
+  line += "\"";
+  if (!s.job_id.empty()) {
+    std::string id = Log::Scrub(s.job_id);
+    CutAtCharBoundary(&id, kMaxJobId);
+    line += ",\"job_id\":\"";
+    AppendJsonString(&line, id);
+    line += "\"";
+  }
+  line += ",\"message\":\"";
+  AppendJsonString(&line, body);
+  line += "\"}\n";
+  return line;
 }
 
 }  // namespace
@@ -139,6 +233,17 @@ const char* LogLevelName(LogLevel level) {
   return "?";
 }
 
+bool ParseLogFormat(const std::string& s, LogFormat* out) {
+  if (s == "text") *out = LogFormat::kText;
+  else if (s == "json") *out = LogFormat::kJson;
+  else return false;
+  return true;
+}
+
+const char* LogFormatName(LogFormat format) {
+  return format == LogFormat::kJson ? "json" : "text";
+}
+
 Status Log::Init(LogLevel level, const std::string& file, const std::string& role) {
   LogState& s = State();
   s.level = level;
@@ -158,6 +263,8 @@ Status Log::Init(LogLevel level, const std::string& file, const std::string& rol
 
 void Log::SetRole(const std::string& role) { State().role = role; }
 void Log::SetLevel(LogLevel level) { State().level = level; }
+void Log::SetFormat(LogFormat format) { State().format = format; }
+void Log::SetJobId(const std::string& id) { State().job_id = id; }
 int Log::Fd() { return State().fd.get(); }
 const std::string& Log::File() { return State().file; }
 bool Log::Enabled(LogLevel level) { return level >= State().level; }
@@ -219,6 +326,7 @@ std::string Log::Format(LogLevel level, const std::string& msg) {
   // Scrubbed first, then cut: a secret straddling the cut must not leave a
   // prefix behind.
   std::string body = Scrub(msg);
+  if (State().format == LogFormat::kJson) return FormatJson(ts, level, body);
   if (body.size() > kMaxMessage) body.resize(kMaxMessage);
   return head + State().role + ": " + body + "\n";
 }

@@ -19,10 +19,18 @@
 namespace djinn {
 
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
+// text: the line above; json: one JSON object per line,
+//   {"time":"2026-11-29T23:59:01.123Z","level":"info","pid":1234,
+//    "role":"worker 2","job_id":"8812","message":"..."}
+// ("job_id" only while the process runs a job: LogJobScope).
+enum class LogFormat { kText, kJson };
 
 // "debug", "info", "warn" (or "warning"), "error".
 bool ParseLogLevel(const std::string& s, LogLevel* out);
 const char* LogLevelName(LogLevel level);
+// "text", "json".
+bool ParseLogFormat(const std::string& s, LogFormat* out);
+const char* LogFormatName(LogFormat format);
 
 // Opens one of the daemon's own files, which the master writes as root
 // (the log, the pidfile), for writing: open(2) with `flags` | O_CREAT
@@ -58,6 +66,12 @@ class Log {
                      const std::string& role);
   static void SetRole(const std::string& role);
   static void SetLevel(LogLevel level);
+  // Per process, like the level; a forked worker keeps its master's.
+  static void SetFormat(LogFormat format);
+  // The job this process is running ("" = none), the "job_id" of JSON
+  // lines; text lines do not show it (their messages name the job). Scrubbed
+  // like messages and cut to 128 bytes. Use LogJobScope.
+  static void SetJobId(const std::string& id);
   // Reopen the log file (logrotate, SIGUSR1), with the same checks as
   // Init. No-op for stderr. On error the old file stays in use.
   static Status Reopen();
@@ -70,10 +84,23 @@ class Log {
   static bool Enabled(LogLevel level);
   static void Write(LogLevel level, const char* fmt, ...)
       __attribute__((format(printf, 2, 3)));
-  // Formats a line without writing it (tests).
+  // Formats a line without writing it (tests). In JSON every string is
+  // escaped and bytes that are not UTF-8 become U+FFFD, so every line is
+  // valid JSON whatever a message holds; scrubbing comes first, then the
+  // cut to the longest message (at a character boundary), then escaping.
   static std::string Format(LogLevel level, const std::string& msg);
   // The scrubbing applied to every line.
   static std::string Scrub(const std::string& msg);
+};
+
+// Names a job in the lines logged while it is in scope (the worker holds
+// one while it runs a job).
+class LogJobScope {
+ public:
+  explicit LogJobScope(const std::string& job_id) { Log::SetJobId(job_id); }
+  ~LogJobScope() { Log::SetJobId(""); }
+  LogJobScope(const LogJobScope&) = delete;
+  LogJobScope& operator=(const LogJobScope&) = delete;
 };
 
 #define LOG_DEBUG(...) \

@@ -181,7 +181,25 @@ Result<PgResultPtr> PgClient::ExecOnce(const std::string& sql, const std::vector
   return Status::Permanent("database: " + msg);
 }
 
+namespace {
+Reach g_last_reach = Reach::kUnknown;  // one thread per process uses PgClient
+uint64_t g_reach_observations = 0;
+}  // namespace
+
+Reach PgClient::LastReach(uint64_t* observations) {
+  if (observations) *observations = g_reach_observations;
+  return g_last_reach;
+}
+
 Result<PgResultPtr> PgClient::Exec(const std::string& sql, const std::vector<Param>& params) {
+  Result<PgResultPtr> r = ExecOrReconnect(sql, params);
+  g_last_reach = r.ok() || !r.status().unavailable() ? Reach::kUp : Reach::kDown;
+  g_reach_observations++;
+  return r;
+}
+
+Result<PgResultPtr> PgClient::ExecOrReconnect(const std::string& sql,
+                                              const std::vector<Param>& params) {
   bool fresh = false;
   if (!connected()) {
     if (conn_) LOG_WARN("database %s: connection lost; reconnecting", Describe(config_).c_str());

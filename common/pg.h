@@ -48,6 +48,7 @@
 
 #include "common/c_handles.h"
 #include "common/config.h"
+#include "common/job_counters.h"
 #include "common/status.h"
 
 namespace djinn {
@@ -75,6 +76,13 @@ class PgClient {
   Result<int64_t> ExecCount(const std::string& sql, const std::vector<Param>& params);
 
   bool connected() const;
+  // What the last Exec() of any PgClient in this process said about the
+  // server: kUp when it answered (an SQL error is an answer), kDown when
+  // it was unavailable, kUnknown before the first. The worker publishes
+  // it for the master's metrics (dependency up/down). *observations (when
+  // given) counts the Exec() calls so far, so a caller can tell a new
+  // observation from an old one.
+  static Reach LastReach(uint64_t* observations = nullptr);
   // Drops the connection (the next Exec connects again, backoff reset).
   void Close();
 
@@ -86,6 +94,7 @@ class PgClient {
 
  private:
   Status Connect();
+  Result<PgResultPtr> ExecOrReconnect(const std::string& sql, const std::vector<Param>& params);
   Result<PgResultPtr> ExecOnce(const std::string& sql, const std::vector<Param>& params);
 
   DatabaseConfig config_;

@@ -76,14 +76,18 @@ class Queue {
   virtual Status Retry(const std::string& consumer_key, const Envelope& env,
                        double delay_seconds) = 0;
   // Into Q:dead (score now); env (new Attempt) written back to Q:data.
-  virtual Status Kill(const std::string& consumer_key, const Envelope& env) = 0;
+  // why: one line saying why it died, kept in Q:dead:why (our own hash;
+  // see DeadReasonKey) for `djinn-consumer dead`; cut to kMaxDeadReason.
+  virtual Status Kill(const std::string& consumer_key, const Envelope& env,
+                      const std::string& why) = 0;
   // Gives a job back untouched (Attempt as it was) to the head of
   // Q:active: it did not fail, a dependency of ours did (Status
   // kUnavailable), so it should run first once things work again.
   virtual Status Release(const std::string& consumer_key, const std::string& id) = 0;
   // Into Q:dead leaving Q:data untouched: for an envelope that cannot be
   // decoded (its bytes are kept as they are for a human to look at).
-  virtual Status KillRaw(const std::string& consumer_key, const std::string& id) = 0;
+  virtual Status KillRaw(const std::string& consumer_key, const std::string& id,
+                         const std::string& why) = 0;
   // After a broken connection: a take Redis ran but whose reply was lost
   // left an ID in our inflight set that we do not know we hold. Every ID
   // there but keep_id goes back to the head of Q:active (attempt
@@ -109,7 +113,8 @@ class Queue {
   // With count_attempt false (the job did not fail: shutdown killed its
   // worker) it goes back to Q:active with its envelope untouched.
   // Then the consumer is forgotten. Returns the IDs handled, with where
-  // each went, for the log.
+  // each went, for the log. why: the reason recorded for a job that goes
+  // to Q:dead (as Kill's).
   struct FailedJob {
     std::string id;
     int64_t attempt = 0;  // the new attempt
@@ -117,7 +122,7 @@ class Queue {
   };
   virtual Result<std::vector<FailedJob>> FailInflight(
       const std::string& consumer_key, int max_attempts,
-      bool count_attempt) = 0;
+      bool count_attempt, const std::string& why) = 0;
 
   virtual Result<QueueStats> Stats() = 0;
   // CONFIG GET maxmemory-policy ("" when CONFIG is refused).

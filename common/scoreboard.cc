@@ -40,15 +40,32 @@ Scoreboard::Scoreboard(size_t entries) : entries_(entries) {
     std::abort();
   }
   entries_ptr_ = static_cast<Entry*>(p);  // zero-filled by the kernel
+  // Counters: pages are only backed once a worker writes them.
+  p = mmap(nullptr, sizeof(SlotStats) * entries, PROT_READ | PROT_WRITE,
+           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    perror("scoreboard mmap");
+    std::abort();
+  }
+  stats_ptr_ = static_cast<SlotStats*>(p);
 }
 
 Scoreboard::~Scoreboard() {
   if (entries_ > 0) munmap(entries_ptr_, sizeof(Entry) * entries_);
+  if (entries_ > 0) munmap(stats_ptr_, sizeof(SlotStats) * entries_);
 }
 
 void Scoreboard::DetachInChild() {
   if (entries_ > 0) munmap(entries_ptr_, sizeof(Entry) * entries_);
+  if (entries_ > 0) munmap(stats_ptr_, sizeof(SlotStats) * entries_);
   entries_ = 0;
+  stats_ptr_ = nullptr;
+}
+
+SlotStats* Scoreboard::Stats(size_t i) { return i < entries_ ? &stats_ptr_[i] : nullptr; }
+
+const SlotStats* Scoreboard::Stats(size_t i) const {
+  return i < entries_ ? &stats_ptr_[i] : nullptr;
 }
 
 void Scoreboard::Reset(size_t i) {
@@ -59,6 +76,7 @@ void Scoreboard::Reset(size_t i) {
   e.started_ms = 0;
   e.jobs_done = 0;
   e.job_id[0] = e.job_type[0] = '\0';
+  stats_ptr_[i].Clear();
   std::atomic_thread_fence(std::memory_order_release);
 }
 

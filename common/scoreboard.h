@@ -21,6 +21,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/job_counters.h"
+
 namespace djinn {
 
 struct WorkerState {
@@ -57,11 +59,17 @@ class Scoreboard {
   // In a child process that must not touch the board (a download
   // process): unmaps it here; every later call does nothing.
   void DetachInChild();
+  // The entry's counters (common/job_counters.h): written by the worker
+  // that owns the entry, read by the master; zeroed by Reset(). nullptr
+  // when out of range (or detached).
+  SlotStats* Stats(size_t i);
+  const SlotStats* Stats(size_t i) const;
 
  private:
   struct Entry;
   Entry* entries_ptr_;
   size_t entries_;
+  SlotStats* stats_ptr_ = nullptr;  // a mapping of its own, entries_ long
 };
 
 int64_t MonotonicMs();

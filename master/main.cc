@@ -9,6 +9,7 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/proctitle.h"
+#include "master/commands.h"
 #include "master/options.h"
 #include "master/supervisor.h"
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "djinn-consumer: %s\n", config.status().message().c_str());
     return kExitFailure;
   }
+  if (!opts.command.empty()) return RunOperatorCommand(opts, *config);
   if (opts.test) {
     for (const auto& w : config->warnings) fprintf(stderr, "djinn-consumer: warning: %s\n", w.c_str());
     if (opts.print) fputs(FormatConfig(*config).c_str(), stdout);
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   for (const std::string& secret : ConfigSecrets(*config)) Log::AddSecret(secret);
+  Log::SetFormat(config->log_format);
   if (Status st = Log::Init(config->log_level, config->log_file, "master"); !st.ok()) {
     fprintf(stderr, "djinn-consumer: %s\n", st.message().c_str());
     return kExitFailure;

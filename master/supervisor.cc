@@ -13,7 +13,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <tuple>
 
 #include "common/curly_queue.h"
 #include "common/exit_codes.h"
@@ -161,6 +163,14 @@ Status Supervisor::Start() {
   desired_ = config().workers;
   throttle_.assign(desired_, SlotThrottle{});
   webhook_throttle_.assign(static_cast<size_t>(gen_->webhook_workers()), SlotThrottle{});
+  started_ms_ = MonotonicMs();
+  started_unix_ = static_cast<int64_t>(time(nullptr));
+  // Status for operators; without it the daemon still does its work.
+  if (std::string path = ControlSocketPath(config()); !path.empty()) {
+    if (Status st = control_.Open(path, config()); !st.ok())
+      LOG_ERROR("%s; `djinn-consumer status` will not reach this master", st.message().c_str());
+  }
+  if (Status st = OpenMetrics(); !st.ok()) return st;
   LOG_INFO("started: %d workers, queue \"%s\", redis %s, store %s", desired_,
            config().queue.c_str(), config().redis.addr.c_str(), config().store.path.c_str());
   return Status::Ok();
@@ -174,6 +184,7 @@ int Supervisor::Run() {
   }
   for (;;) {
     ManageWorkers();
+    NotifyState();
     WaitForEvents(kTickMs);
     HandleSignals();
     ReapWorkers();
@@ -189,8 +200,13 @@ int Supervisor::Run() {
 }
 
 void Supervisor::WaitForEvents(int timeout_ms) {
-  struct pollfd pfd = {sig_read_.get(), POLLIN, 0};
-  poll(&pfd, 1, timeout_ms);
+  // The control socket's fd is -1 when it is not open: poll skips it.
+  // So is the metrics endpoint's (MHD's epoll fd; no thread of its own).
+  struct pollfd pfd[3] = {{sig_read_.get(), POLLIN, 0}, {control_.fd(), POLLIN, 0},
+                          {metrics_ ? metrics_->http.fd() : -1, POLLIN, 0}};
+  if (poll(pfd, 3, timeout_ms) > 0 && (pfd[1].revents & POLLIN))
+    control_.Serve([this] { return StatusJson(Snapshot()); });
+  if (metrics_) metrics_->http.Serve();  // also its connection timeouts
 }
 
 void Supervisor::HandleSignals() {
@@ -207,17 +223,27 @@ void Supervisor::HandleSignals() {
       switch (row->action) {
         case MasterAction::kGracefulStop:
           if (!stopping_) {
+            notify_.Stopping("stopping: waiting for " + std::to_string(procs_.size()) + " worker(s)");
             stopping_ = true;
             stop_deadline_ms_ = MonotonicMs() + int64_t{config().shutdown_timeout} * 1000;
             for (auto& [pid, proc] : procs_) RetireWorker(proc, "shutdown");
           }
           break;
         case MasterAction::kFastStop:
+          if (!stopping_) notify_.Stopping("stopping now: killing the workers");
           stopping_ = fast_stop_ = true;
           for (auto& [pid, proc] : procs_) KillWorker(proc);
           break;
         case MasterAction::kReload:
-          if (!stopping_) Reload();
+          if (!stopping_) {
+            notify_.Reloading();
+            int before = gen_->number;
+            Reload();
+            // Refused: the running generation goes on, ready as it was.
+            // Else READY=1 once the new generation's slots are filled.
+            if (gen_->number == before) notify_.Ready(NotifyStatusLine());
+            else ready_pending_ = true;
+          }
           break;
         case MasterAction::kReopenLogs: {
           Status st = Log::Reopen();
@@ -254,6 +280,14 @@ void Supervisor::Reload() {
   if (next.pidfile != config().pidfile)
     LOG_WARN("reload: pidfile change needs a restart; keeping %s", config().pidfile.c_str());
   next.pidfile = config().pidfile;
+  if (next.control_socket != config().control_socket)
+    LOG_WARN("reload: control_socket change needs a restart; keeping %s", control_.path().c_str());
+  next.control_socket = config().control_socket;
+  if (next.metrics.listen != config().metrics.listen ||
+      next.metrics.allow_remote != config().metrics.allow_remote)
+    LOG_WARN("reload: metrics change needs a restart; keeping listen \"%s\"",
+             config().metrics.listen.c_str());
+  next.metrics = config().metrics;
   if (Status st = PrepareStore(next); !st.ok()) {
     LOG_ERROR("reload: %s; keeping the running configuration", st.message().c_str());
     return;
@@ -263,6 +297,7 @@ void Supervisor::Reload() {
     if (!st.ok()) LOG_ERROR("reload: %s; logging to stderr", st.message().c_str());
     GiveLogToWorkers(next);
   }
+  Log::SetFormat(next.log_format);  // the new generation inherits it
   Log::ClearSecrets();
   for (const std::string& secret : ConfigSecrets(next)) Log::AddSecret(secret);
   // Old workers keep their generation (config and queue handle); the new
@@ -395,7 +430,15 @@ void Supervisor::SpawnWorker(int number, bool webhooks) {
   params.idle_wait_ms = idle_wait_ms_;
   params.life_fd = life_read_.get();
   params.webhooks = webhooks;
+  // Signals wait in the child until it has a worker's handlers
+  // (InstallWorkerSignals unblocks them): before that the master's handler
+  // would run there and swallow them, and a SIGTERM right after a start
+  // left the worker running until shutdown_timeout.
+  sigset_t all, old_mask;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old_mask);
   pid_t pid = fork();
+  if (pid != 0) sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) {
     LOG_ERROR("fork: %s; retrying", strerror(errno));
     slot.next_spawn_ms = MonotonicMs() + 1000;
@@ -408,10 +451,12 @@ void Supervisor::SpawnWorker(int number, bool webhooks) {
     for (auto& [p, other] : procs_) other.gen.reset();
     pending_fails_.clear();
     gen_.reset();
+    Notifier::ForgetInChild();  // only the master talks to systemd
     RunWorkerProcess(params);
   }
   proc.pid = pid;
   procs_[pid] = proc;
+  workers_started_++;
   LOG_INFO("%s %d started (pid %d, generation %d)", webhooks ? "webhooks" : "worker", number,
            static_cast<int>(pid), gen_->number);
 }
@@ -432,6 +477,8 @@ void Supervisor::OnWorkerExit(Proc& proc, int status) {
   int64_t now = MonotonicMs();
   int64_t uptime = now - proc.spawned_ms;
   WorkerState ws = board_->Read(proc.board);
+  exited_jobs_done_ += ws.jobs_done;
+  NoteWorkerExit(proc, status);
   bool clean = WIFEXITED(status) && WEXITSTATUS(status) == kExitOk;
   std::string who = std::string(proc.webhooks ? "webhooks " : "worker ") + std::to_string(proc.number) +
                     " (pid " + std::to_string(proc.pid) + ")";
@@ -442,13 +489,15 @@ void Supervisor::OnWorkerExit(Proc& proc, int status) {
   if (proc.timed_out) how += " after job_timeout " + std::to_string(proc.gen->config->job_timeout) + "s";
   if (clean && (proc.retiring || stopping_)) LOG_INFO("%s %s", who.c_str(), how.c_str());
   else LOG_ERROR("%s %s%s", who.c_str(), how.c_str(), job.c_str());
+  if (!proc.retiring && !stopping_) worker_restarts_++;
 
   // Whatever it held goes back to the queue now (poison-pill protection:
   // a job that kills its worker every time reaches the dead set). A job
   // whose worker we killed for another reason than its job_timeout
   // (shutdown, SIGQUIT, too many generations) did not fail: not counted.
   bool count = !(proc.killed && !proc.timed_out);
-  pending_fails_.push_back({proc.gen, proc.webhooks, proc.consumer_key, who, how, count});
+  pending_fails_.push_back({proc.gen, proc.webhooks, proc.consumer_key, who, how, count,
+                            who + " " + how + "; attempts exhausted"});
   FailPendingJobs();
 
   // Its slot, when it held one, respawns; young deaths throttle it.
@@ -563,7 +612,7 @@ void Supervisor::FailPendingJobs() {
     const Config& c = *f.gen->config;
     Queue& queue = f.webhooks ? *f.gen->webhook_queue : *f.gen->queue;
     auto res = queue.FailInflight(f.consumer_key, f.webhooks ? c.webhooks.attempts : c.attempts,
-                                  f.count_attempt);
+                                  f.count_attempt, f.why);
     QueueResult(res.status());
     if (!res.ok()) return;  // retried next tick; orphan requeue is the backstop
     for (const auto& job : *res) {
@@ -585,12 +634,101 @@ void Supervisor::Shutdown() {
   while (!pending_fails_.empty() && MonotonicMs() < until) {
     FailPendingJobs();
     if (!pending_fails_.empty()) WaitForEvents(200);
+    notify_.Watchdog(MonotonicMs());
   }
   for (const auto& f : pending_fails_)
     LOG_ERROR("could not requeue the jobs of %s (redis down); they come back through orphan requeue",
               f.who.c_str());
+  control_.Remove();
   if (!pidfile_.path().empty()) pidfile_.Remove();
   LOG_INFO("stopped");
+}
+
+MasterStatus Supervisor::Snapshot() const {
+  MasterStatus s;
+  int64_t now = MonotonicMs();
+  s.pid = getpid();
+  s.started_at = started_unix_;
+  s.uptime_ms = now - started_ms_;
+  s.generation = gen_->number;
+  s.queue = config().queue;
+  s.desired_workers = desired_;
+  s.desired_webhook_workers = gen_->webhook_workers();
+  s.stopping = stopping_;
+  s.workers_started = workers_started_;
+  s.worker_restarts = worker_restarts_;
+  s.jobs_done = exited_jobs_done_;
+  for (const auto& [pid, proc] : procs_) {
+    WorkerState ws = board_->Read(proc.board);
+    WorkerStatus w;
+    w.number = proc.number;
+    w.webhooks = proc.webhooks;
+    w.pid = pid;
+    w.generation = proc.gen->number;
+    w.state = proc.killed ? "killed" : proc.retiring ? "retiring" : ws.busy ? "busy" : "idle";
+    if (ws.busy) {
+      w.job_id = ws.torn ? "?" : ws.job_id;
+      w.job_type = ws.torn ? "?" : ws.job_type;
+      w.running_ms = ws.torn ? 0 : now - ws.started_ms;
+    }
+    w.jobs_done = ws.jobs_done;
+    w.uptime_ms = now - proc.spawned_ms;
+    s.jobs_done += ws.jobs_done;
+    s.workers.push_back(std::move(w));
+  }
+  std::sort(s.workers.begin(), s.workers.end(), [](const WorkerStatus& a, const WorkerStatus& b) {
+    return std::tie(a.webhooks, a.number, a.generation) < std::tie(b.webhooks, b.number, b.generation);
+  });
+  return s;
+}
+
+bool Supervisor::AllSlotsFilled() const {
+  for (int n = 1; n <= desired_; n++)
+    if (!SlotFilled(n, false)) return false;
+  for (int n = 1; n <= gen_->webhook_workers(); n++)
+    if (!SlotFilled(n, true)) return false;
+  return true;
+}
+
+// "4 workers (1 busy), queue \"jobs\", generation 2; redis unavailable"
+std::string Supervisor::NotifyStatusLine() const {
+  int workers = 0, busy = 0, webhooks = 0;
+  for (const auto& [pid, proc] : procs_) {
+    if (proc.retiring || proc.gen != gen_) continue;
+    if (proc.webhooks) {
+      webhooks++;
+      continue;
+    }
+    workers++;
+    if (board_ && board_->Read(proc.board).busy) busy++;
+  }
+  std::string s = std::to_string(workers) + (workers == 1 ? " worker" : " workers") + " (" +
+                  std::to_string(busy) + " busy), queue \"" + config().queue + "\"";
+  if (webhooks > 0) s += ", " + std::to_string(webhooks) + " webhook worker(s)";
+  if (gen_->number > 1) s += ", generation " + std::to_string(gen_->number);
+  if (queue_down_) s += "; redis unavailable";
+  return s;
+}
+
+// Once per turn of Run()'s loop: the watchdog ping (so it stops when the
+// loop stops turning), READY=1 when due, and STATUS= at most once a second.
+void Supervisor::NotifyState() {
+  int64_t now = MonotonicMs();
+  notify_.Watchdog(now);
+  if (!notify_.enabled()) return;
+  if (ready_pending_ && !stopping_) {
+    if (!AllSlotsFilled()) return;
+    ready_pending_ = false;
+    next_notify_status_ms_ = now + 1000;
+    notify_.Ready(NotifyStatusLine());
+    return;
+  }
+  if (now < next_notify_status_ms_) return;
+  next_notify_status_ms_ = now + 1000;
+  if (stopping_)
+    notify_.Status("stopping: waiting for " + std::to_string(procs_.size()) + " worker(s)");
+  else
+    notify_.Status(NotifyStatusLine());
 }
 
 }  // namespace djinn

@@ -29,6 +29,9 @@
 #include "common/queue.h"
 #include "common/scoreboard.h"
 #include "common/unique_fd.h"
+#include "master/control.h"
+#include "master/metrics.h"
+#include "master/notify.h"
 
 namespace djinn {
 
@@ -81,6 +84,7 @@ class Supervisor {
     std::string who;           // "worker 2 (pid 123)" for the log
     std::string cause;
     bool count_attempt = true;
+    std::string why;           // kept in Q:dead:why for a job that dies
   };
 
   Status Start();
@@ -104,7 +108,18 @@ class Supervisor {
   // Opens the generation's queue handles (sharing `like`'s when the same).
   void OpenQueues(Generation* gen, const Generation* like);
   size_t FreeBoardEntry() const;
+  // What `djinn-consumer status` shows (master/control.h).
+  MasterStatus Snapshot() const;
   const Config& config() const { return *gen_->config; }
+  // Metrics and health (master/supervisor_metrics.cc): the endpoint, a
+  // dead worker's counters folded into the master's before its entry is
+  // reused, and what GET /metrics and /healthz say.
+  Status OpenMetrics();
+  void NoteWorkerExit(const Proc& proc, int status);
+  HttpServer::Response ServeHttp(std::string_view path);
+  std::string MetricsText();
+  std::string HealthProblem();  // "" when healthy
+  void SampleQueues();
 
   std::shared_ptr<const Generation> gen_;  // the current generation
   int desired_ = 0;
@@ -126,6 +141,20 @@ class Supervisor {
   int64_t next_heartbeat_ms_ = 0, next_schedule_ms_ = 0, next_orphans_ms_ = 0;
   bool test_jobs_ = false;
   int idle_wait_ms_ = 1000;
+  // The status socket (none when it has no path) and what it counts.
+  ControlSocket control_;
+  int64_t started_ms_ = 0, started_unix_ = 0;
+  uint64_t exited_jobs_done_ = 0, workers_started_ = 0, worker_restarts_ = 0;
+  std::unique_ptr<MasterMetrics> metrics_;  // null when metrics are off
+  // systemd notifications (master/notify.h): READY=1 is due once every
+  // slot of the current generation has its worker (at start, after a
+  // reload); STATUS= at most once a second.
+  Notifier notify_;
+  bool ready_pending_ = true;
+  int64_t next_notify_status_ms_ = 0;
+  void NotifyState();
+  bool AllSlotsFilled() const;
+  std::string NotifyStatusLine() const;
 };
 
 // Creates the store directory (0750) when missing; as root, gives it to

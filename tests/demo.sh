@@ -426,6 +426,15 @@ HOOKS_LEFT=$(rcli HLEN "${QUEUE}_webhooks:data")
 say "queue ${QUEUE}_webhooks: HLEN data=$HOOKS_LEFT"
 [ "$HOOKS_LEFT" = 0 ] || die "the webhook queue is not empty after the delivery"
 
+# --- what an operator sees ------------------------------------------------------
+
+say "djinn-consumer status (the running master, through its control socket):"
+OUT=$("$BIN" -config "$TMP/consumer.conf" status 2>&1) || die "djinn-consumer status failed: $OUT"
+printf '%s\n' "$OUT" | sed 's/^/    /'
+say "djinn-consumer queue:"
+OUT=$("$BIN" -config "$TMP/consumer.conf" queue 2>&1) || die "djinn-consumer queue failed: $OUT"
+printf '%s\n' "$OUT" | sed 's/^/    /'
+
 # --- stop everything -----------------------------------------------------------
 
 say "stopping djinn-consumer (SIGTERM to pid $CONSUMER_PID)"

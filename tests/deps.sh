@@ -6,7 +6,8 @@ PKGS="g++ make pkg-config libhiredis-dev libpq-dev libcurl4-openssl-dev
 libconfig-dev libseccomp-dev libmsgpack-dev nlohmann-json3-dev libssl-dev
 libgtest-dev libgmock-dev googletest redis-server redis-tools postgresql
 postgresql-client openssh-server openssh-client openssl python3 procps
-clang libclang-rt-14-dev groff man-db devscripts curl qemu-utils"
+clang libclang-rt-14-dev groff man-db devscripts curl qemu-utils
+libsystemd-dev libmicrohttpd-dev prometheus"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -18,4 +19,21 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "deps: installing$missing"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+# prometheus is here for its promtool (the metrics test); its package also
+# brings a Prometheus server service, which must not start on a test
+# machine: a policy-rc.d refusing it for the install (unless the machine
+# has its own policy), and the unit disabled afterwards.
+policy=""
+case "$missing" in *" prometheus"*)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n[ "$1" = prometheus ] && exit 101\nexit 0\n' > $policy
+    chmod 755 $policy
+  fi ;;
+esac
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing || {
+  [ -z "$policy" ] || rm -f "$policy"; exit 1; }
+[ -z "$policy" ] || rm -f "$policy"
+case "$missing" in *" prometheus"*)
+  command -v deb-systemd-helper >/dev/null && deb-systemd-helper disable prometheus.service || true ;;
+esac

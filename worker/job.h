@@ -15,6 +15,7 @@
 #ifndef DJINN_WORKER_JOB_H_
 #define DJINN_WORKER_JOB_H_
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -41,6 +42,9 @@ struct JobContext {
   // thing: drops what the worker holds that a child must not keep (the
   // scoreboard mapping). May be empty.
   std::function<void()> in_child;
+  // Counts the bytes of an image stored (the master's metrics). May be
+  // empty.
+  std::function<void(uint64_t)> count_bytes;
 };
 
 class JobHandler {

@@ -18,6 +18,7 @@
 #include "common/exit_codes.h"
 #include "common/log.h"
 #include "common/payload.h"
+#include "common/pg.h"
 #include "common/proctitle.h"
 #include "common/sandbox.h"
 
@@ -260,6 +261,7 @@ void Worker::HoldBack(const Envelope& env, const std::string& name, const Status
   }
   hold_.held++;
   hold_.next_trial_ms = now + hold_.delay_ms;
+  if (SlotStats* s = p_.scoreboard->Stats(p_.board_index)) s->SetCondition(kConditionHeldBack, true);
   Title("held back: dependency unavailable");
 }
 
@@ -269,6 +271,7 @@ void Worker::DependencyAnswered() {
            static_cast<long long>((MonotonicMs() - hold_.since_ms) / 1000),
            hold_.first_error.c_str(), static_cast<long long>(hold_.held));
   hold_ = HoldState{};
+  if (SlotStats* s = p_.scoreboard->Stats(p_.board_index)) s->SetCondition(kConditionHeldBack, false);
 }
 
 void Worker::ReopenLogIfAsked() {
@@ -293,6 +296,7 @@ void Worker::RegisterConsumer() {
 }
 
 std::string Worker::RunJob(const RawJob& raw) {
+  LogJobScope log_job(raw.id);  // "job_id" in JSON log lines until it returns
   // The decoders bound what they allocate by their input (common/gob.h),
   // but a payload that still exhausts memory is the message's fault: it is
   // poison, kept untouched in the dead set, and the worker goes on.
@@ -312,6 +316,7 @@ std::string Worker::RunJob(const RawJob& raw) {
 }
 
 std::string Worker::RunDecodedJob(const RawJob& raw) {
+  job_start_us_ = MonotonicUs();
   auto env = DecodeEnvelope(raw.envelope);
   if (!env.ok()) {
     Envelope bare;
@@ -345,7 +350,11 @@ std::string Worker::RunDecodedJob(const RawJob& raw) {
                      KeepAlive();
                    },
                    [this] { KeepAlive(); },
-                   [this] { p_.scoreboard->DetachInChild(); }};
+                   [this] { p_.scoreboard->DetachInChild(); },
+                   [this](uint64_t bytes) {
+                     if (SlotStats* s = p_.scoreboard->Stats(p_.board_index))
+                       s->CountDownloadedBytes(bytes);
+                   }};
     Status st = it->second->Run(*job, ctx);
     Finish(e, name, st, &ack);
   }
@@ -355,6 +364,7 @@ std::string Worker::RunDecodedJob(const RawJob& raw) {
 
 void Worker::Finish(const Envelope& env, const std::string& name, const Status& st,
                     std::string* ack) {
+  CountJob(env, name, st);
   if (!st.unavailable() && !st.poison()) DependencyAnswered();
   switch (st.kind()) {
     case Status::Kind::kUnavailable:
@@ -375,7 +385,7 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
       // A message we cannot use is kept exactly as it arrived (no attempt
       // counted: it never ran) for a human to look at.
       LOG_ERROR("job %s: poison: %s; moved to dead set", env.id.c_str(), st.message().c_str());
-      Status ks = queue_->KillRaw(p_.consumer_key, env.id);
+      Status ks = queue_->KillRaw(p_.consumer_key, env.id, "poison: " + st.message());
       if (!ks.ok()) {
         LOG_ERROR("job %s: cannot move to dead set: %s; it goes back to the queue when redis "
                   "answers", env.id.c_str(), ks.message().c_str());
@@ -383,6 +393,31 @@ void Worker::Finish(const Envelope& env, const std::string& name, const Status& 
       }
       return;
     }
+  }
+}
+
+void Worker::CountJob(const Envelope& env, const std::string& name, const Status& st) {
+  SlotStats* s = p_.scoreboard->Stats(p_.board_index);
+  if (!s) return;
+  JobOutcome outcome = JobOutcome::kOk;
+  switch (st.kind()) {
+    case Status::Kind::kOk: outcome = JobOutcome::kOk; break;
+    case Status::Kind::kPermanent: outcome = JobOutcome::kFailed; break;
+    case Status::Kind::kTransient:
+      outcome = RetriesExhausted(env, attempts_) ? JobOutcome::kDead : JobOutcome::kRetried;
+      break;
+    case Status::Kind::kPoison: outcome = JobOutcome::kPoison; break;
+    case Status::Kind::kUnavailable: outcome = JobOutcome::kHeld; break;
+  }
+  // Only our registered names become labels: a payload's own job name is
+  // untrusted and unbounded.
+  s->CountJob(jobs_.count(name) ? std::string_view(name) : std::string_view("unknown"), outcome,
+              MonotonicUs() - job_start_us_);
+  uint64_t seen = 0;
+  Reach pg = PgClient::LastReach(&seen);
+  if (seen != pg_observations_seen_) {
+    pg_observations_seen_ = seen;
+    s->SetPgReach(pg, MonotonicMs());
   }
 }
 
@@ -410,7 +445,7 @@ void Worker::Kill(const Envelope& env, const std::string& reason) {
   Envelope next = env;
   next.attempt = NextAttempt(env);
   LOG_ERROR("job %s: %s; moved to dead set", env.id.c_str(), reason.c_str());
-  Status st = queue_->Kill(p_.consumer_key, next);
+  Status st = queue_->Kill(p_.consumer_key, next, reason);
   if (!st.ok()) {
     LOG_ERROR("job %s: cannot move to dead set: %s; it goes back to the queue when redis answers",
               env.id.c_str(), st.message().c_str());
@@ -422,12 +457,14 @@ void Worker::QueueDown(const Status& st) {
   if (!queue_down_) LOG_ERROR("queue unavailable: %s; retrying", st.message().c_str());
   queue_down_ = true;
   Title("waiting for redis");
+  if (SlotStats* s = p_.scoreboard->Stats(p_.board_index)) s->SetCondition(kConditionRedisDown, true);
 }
 
 void Worker::QueueUp() {
   if (queue_down_) LOG_INFO("queue available again");
   queue_down_ = false;
   backoff_ms_ = 0;
+  if (SlotStats* s = p_.scoreboard->Stats(p_.board_index)) s->SetCondition(kConditionRedisDown, false);
 }
 
 void Worker::Backoff() {

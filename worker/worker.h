@@ -68,6 +68,9 @@ class Worker {
   std::string RunDecodedJob(const RawJob& raw);
   void Finish(const Envelope& env, const std::string& name, const Status& st,
               std::string* ack);
+  // Counts the run in our scoreboard entry's SlotStats (the master's
+  // metrics): outcome, duration, what PostgreSQL last said.
+  void CountJob(const Envelope& env, const std::string& name, const Status& st);
   void Retry(const Envelope& env, const std::string& reason);
   void Kill(const Envelope& env, const std::string& reason);
   void HoldBack(const Envelope& env, const std::string& name, const Status& st);
@@ -102,6 +105,8 @@ class Worker {
   } hold_;
   bool master_gone_ = false;
   int64_t job_start_ms_ = 0;
+  int64_t job_start_us_ = 0;             // for the duration histogram
+  uint64_t pg_observations_seen_ = 0;    // PgClient::LastReach's count last published
   std::string job_id_;
   int64_t last_alive_check_ms_ = 0;
   int64_t last_orphan_heartbeat_ms_ = 0;

@@ -359,6 +359,37 @@ TEST_F(ConfigTest, DjinnLogGivenTwiceTakesTheMostVerbose) {
             path_ + ":12: log: unknown level \"loud\" (expected debug, info, warn or error)");
 }
 
+// log.format: text by default, json on request, in both syntaxes; in
+// Djinn's, a `log { }` block beside `log LEVEL "FILE"` is the same group.
+TEST_F(ConfigTest, LogFormatInBothSyntaxes) {
+  auto def = Load(kMinimal);
+  ASSERT_TRUE(def.ok()) << def.status().message();
+  EXPECT_EQ(def->log_format, LogFormat::kText);
+  auto lc = Load(std::string(kMinimal) + "log = { level = \"warn\"; format = \"json\"; };\n");
+  ASSERT_TRUE(lc.ok()) << lc.status().message();
+  EXPECT_EQ(lc->log_format, LogFormat::kJson);
+  EXPECT_EQ(lc->log_level, LogLevel::kWarn);
+  EXPECT_NE(FormatConfig(*lc).find("format = \"json\";"), std::string::npos) << FormatConfig(*lc);
+  EXPECT_EQ(Error(std::string(kMinimal) + "log = { format = \"xml\"; };\n"),
+            path_ + ":5: log.format: expected text or json (got \"xml\")");
+
+  auto dj = Load(std::string(kDjinnMinimal) + "log debug \"/tmp/d.log\"\nlog { format \"json\" }\n");
+  ASSERT_TRUE(dj.ok()) << dj.status().message();
+  EXPECT_EQ(dj->log_format, LogFormat::kJson);
+  EXPECT_EQ(dj->log_level, LogLevel::kDebug);
+  EXPECT_EQ(dj->log_file, "/tmp/d.log");
+  EXPECT_TRUE(dj->warnings.empty()) << dj->warnings[0];
+  // The block alone, and before the labelled form.
+  auto alone = Load(std::string(kDjinnMinimal) + "log { format \"json\" }\n");
+  ASSERT_TRUE(alone.ok()) << alone.status().message();
+  EXPECT_EQ(alone->log_format, LogFormat::kJson);
+  auto first = Load(std::string(kDjinnMinimal) + "log { format \"json\" }\nlog warn \"/tmp/w.log\"\n");
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  EXPECT_EQ(first->log_format, LogFormat::kJson);
+  EXPECT_EQ(first->log_file, "/tmp/w.log");
+  EXPECT_TRUE(first->warnings.empty()) << first->warnings[0];
+}
+
 // The master writes both as root: a relative name would depend on the
 // directory it was started in.
 TEST_F(ConfigTest, LogFileAndPidfileMustBeAbsolute) {

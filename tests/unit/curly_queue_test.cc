@@ -227,7 +227,7 @@ TEST_F(CurlyQueueTest, RetryBackoffFollowsCurlyqFormula) {
 TEST_F(CurlyQueueTest, KillMovesToDeadWithNewEnvelope) {
   PushAndTake(Env("a", "payload", 4));
   int64_t before = Now();
-  ASSERT_TRUE(queue_->Kill(consumer_, Env("a", "payload", 5)).ok());
+  ASSERT_TRUE(queue_->Kill(consumer_, Env("a", "payload", 5), "").ok());
   auto score = raw_->Str({"ZSCORE", "jobs:dead", "a"});
   ASSERT_NE(score, "<nil>");
   EXPECT_GE(std::stoll(score), before);
@@ -245,7 +245,7 @@ TEST_F(CurlyQueueTest, KillRawKeepsOriginalBytes) {
   raw_->Cmd({"RPUSH", "jobs:active", "bad"});
   auto job = Take();
   ASSERT_TRUE(job.has_value());
-  ASSERT_TRUE(queue_->KillRaw(consumer_, job->id).ok());
+  ASSERT_TRUE(queue_->KillRaw(consumer_, job->id, "").ok());
   EXPECT_NE(raw_->Str({"ZSCORE", "jobs:dead", "bad"}), "<nil>");
   EXPECT_EQ(raw_->Str({"HGET", "jobs:data", "bad"}), "\xc1garbage");
   EXPECT_EQ(raw_->Int({"SCARD", consumer_}), 0);
@@ -332,7 +332,7 @@ TEST_F(CurlyQueueTest, RequeueOrphansRequeuesOnlyExpiredConsumers) {
 TEST_F(CurlyQueueTest, FailInflightIncrementsAttemptAndRequeuesAtTail) {
   PushAndTake(Env("a", "payload", 1));
   ASSERT_TRUE(queue_->Push(Env("b", "other")).ok());
-  auto r = queue_->FailInflight(consumer_, 5, true);
+  auto r = queue_->FailInflight(consumer_, 5, true, "");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ((*r)[0].id, "a");
@@ -352,7 +352,7 @@ TEST_F(CurlyQueueTest, FailInflightRequeuesTheLastRetry) {
   // curlyq v0.4.0 retries while Attempt < JobMaxAttempts: taken at 4 of 5,
   // the job still has its fifth retry.
   PushAndTake(Env("a", "payload", 4));
-  auto r = queue_->FailInflight(consumer_, 5, true);
+  auto r = queue_->FailInflight(consumer_, 5, true, "");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_FALSE((*r)[0].dead);
@@ -362,7 +362,7 @@ TEST_F(CurlyQueueTest, FailInflightRequeuesTheLastRetry) {
 
 TEST_F(CurlyQueueTest, FailInflightDeadLettersWhenRetriesAreUsedUp) {
   PushAndTake(Env("a", "payload", 5));
-  auto r = queue_->FailInflight(consumer_, 5, true);
+  auto r = queue_->FailInflight(consumer_, 5, true, "");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_TRUE((*r)[0].dead);
@@ -376,7 +376,7 @@ TEST_F(CurlyQueueTest, FailInflightDeadLettersWhenRetriesAreUsedUp) {
 
 TEST_F(CurlyQueueTest, FailInflightSaturatesAttemptAtInt64Max) {
   PushAndTake(Env("a", "payload", INT64_MAX));
-  auto r = queue_->FailInflight(consumer_, 5, true);
+  auto r = queue_->FailInflight(consumer_, 5, true, "");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_TRUE((*r)[0].dead);
@@ -388,7 +388,7 @@ TEST_F(CurlyQueueTest, FailInflightCountsNegativeAttemptAsZero) {
     SCOPED_TRACE(a);
     raw_->Cmd({"FLUSHALL"});
     PushAndTake(Env("a", "payload", a));
-    auto r = queue_->FailInflight(consumer_, 5, true);
+    auto r = queue_->FailInflight(consumer_, 5, true, "");
     ASSERT_TRUE(r.ok());
     ASSERT_EQ(r->size(), 1u);
     EXPECT_FALSE((*r)[0].dead);
@@ -399,7 +399,7 @@ TEST_F(CurlyQueueTest, FailInflightCountsNegativeAttemptAsZero) {
 TEST_F(CurlyQueueTest, FailInflightWithoutCountingKeepsEnvelope) {
   PushAndTake(Env("a", "payload", 4));
   std::string before = raw_->Str({"HGET", "jobs:data", "a"});
-  auto r = queue_->FailInflight(consumer_, 5, false);
+  auto r = queue_->FailInflight(consumer_, 5, false, "");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_FALSE((*r)[0].dead);
@@ -413,7 +413,7 @@ TEST_F(CurlyQueueTest, FailInflightSendsUndecodableEnvelopeToDeadUnchanged) {
   raw_->Cmd({"HSET", "jobs:data", "bad", "\xc1"});
   raw_->Cmd({"RPUSH", "jobs:active", "bad"});
   ASSERT_TRUE(Take().has_value());
-  auto r = queue_->FailInflight(consumer_, 5, true);
+  auto r = queue_->FailInflight(consumer_, 5, true, "");
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_TRUE((*r)[0].dead);

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/harness/harness.h"
 
 namespace djinn {
@@ -233,6 +235,149 @@ TEST(LogTest, ParseLevel) {
   EXPECT_TRUE(ParseLogLevel("warning", &l));
   EXPECT_EQ(l, LogLevel::kWarn);
   EXPECT_FALSE(ParseLogLevel("INFO", &l));
+}
+
+// ------------------------------------------------------------- JSON lines
+
+// Sets the JSON format for one test and puts text back after it.
+class JsonLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Log::SetFormat(LogFormat::kJson); }
+  void TearDown() override {
+    Log::SetFormat(LogFormat::kText);
+    Log::SetJobId("");
+    Log::SetRole("master");
+    Log::ClearSecrets();
+  }
+  // The line parsed; fails the test when it is not one JSON object + "\n".
+  static nlohmann::json Parse(const std::string& line) {
+    EXPECT_FALSE(line.empty());
+    EXPECT_EQ(line.back(), '\n');
+    EXPECT_EQ(line.find('\n'), line.size() - 1) << line;
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    EXPECT_TRUE(j.is_object()) << line;
+    return j;
+  }
+};
+
+TEST_F(JsonLogTest, LineHasTimeLevelPidRoleAndMessage) {
+  Log::SetRole("worker 3");
+  auto j = Parse(Log::Format(LogLevel::kWarn, "hello"));
+  EXPECT_EQ(j.size(), 5u) << j.dump();
+  EXPECT_TRUE(std::regex_match(j["time"].get<std::string>(),
+                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
+  EXPECT_EQ(j["level"], "warn");
+  EXPECT_EQ(j["pid"], getpid());
+  EXPECT_EQ(j["role"], "worker 3");
+  EXPECT_EQ(j["message"], "hello");
+  EXPECT_FALSE(j.contains("job_id"));
+}
+
+TEST_F(JsonLogTest, JobIdIsThereWhileAJobIsInScope) {
+  {
+    LogJobScope scope("job-42");
+    EXPECT_EQ(Parse(Log::Format(LogLevel::kInfo, "x"))["job_id"], "job-42");
+  }
+  EXPECT_FALSE(Parse(Log::Format(LogLevel::kInfo, "x")).contains("job_id"));
+}
+
+TEST_F(JsonLogTest, QuotesBackslashesAndControlsAreEscaped) {
+  std::string msg = "a \"quoted\" \\path\\ tab\there \x01\x1f\x7f bell\a";
+  std::string line = Log::Format(LogLevel::kInfo, msg);
+  EXPECT_NE(line.find(R"(a \"quoted\" \\path\\ tab\there \u0001\u001f)"), std::string::npos)
+      << line;
+  EXPECT_EQ(Parse(line)["message"], msg);
+  // Newlines are folded to spaces first, as in text lines.
+  EXPECT_EQ(Parse(Log::Format(LogLevel::kInfo, "two\nlines\r"))["message"], "two lines ");
+}
+
+TEST_F(JsonLogTest, Utf8IsKeptAndInvalidBytesBecomeReplacementCharacters) {
+  EXPECT_EQ(Parse(Log::Format(LogLevel::kInfo, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"))["message"],
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  const std::string kFffd = "\xef\xbf\xbd";
+  struct Case {
+    std::string in, out;
+  } cases[] = {
+      {"a\xff" "b", "a" + kFffd + "b"},                     // never valid
+      {"\xc3", kFffd},                                     // truncated at the end
+      {"\xc3(", kFffd + "("},                              // bad continuation
+      {"\xc0\xaf", kFffd + kFffd},                        // overlong "/"
+      {"\xe0\x80\xaf", kFffd + kFffd + kFffd},             // overlong, 3 bytes
+      {"\xed\xa0\x80", kFffd + kFffd + kFffd},             // UTF-16 surrogate
+      {"\xf4\x90\x80\x80", kFffd + kFffd + kFffd + kFffd},  // past U+10FFFF
+      {"\x80x", kFffd + "x"},                              // lone continuation
+  };
+  for (const auto& c : cases) {
+    std::string line = Log::Format(LogLevel::kInfo, c.in);
+    auto j = Parse(line);
+    EXPECT_EQ(j["message"], c.out) << line;
+  }
+  // Role and job id come from elsewhere and are escaped the same way.
+  Log::SetRole("wor\"ker\xff");
+  LogJobScope scope("id\\\x01\xfe");
+  auto j = Parse(Log::Format(LogLevel::kInfo, "m"));
+  EXPECT_EQ(j["role"], "wor\"ker" + kFffd);
+  EXPECT_EQ(j["job_id"], "id\\\x01" + kFffd);
+}
+
+TEST_F(JsonLogTest, SecretsAreScrubbedBeforeEscaping) {
+  Log::AddSecret("pa\"ss\\word");
+  LogJobScope scope("job-with-pa\"ss\\word");
+  std::string line = Log::Format(LogLevel::kError,
+                                 "auth pa\"ss\\word failed for https://bob:hunter2@example.com/x");
+  auto j = Parse(line);
+  EXPECT_EQ(j["message"], "auth **** failed for https://bob:****@example.com/x");
+  EXPECT_EQ(j["job_id"], "job-with-****");
+  EXPECT_EQ(line.find("hunter2"), std::string::npos);
+  EXPECT_EQ(line.find("ss\\\\word"), std::string::npos);
+}
+
+// Bounded as text lines are: the message is scrubbed, then cut to 2047
+// bytes at a character boundary, then escaped; still one line, still JSON.
+TEST_F(JsonLogTest, LongMessagesAreScrubbedThenCutAtACharacterBoundary) {
+  const std::string secret = "correct-horse-battery-staple";
+  Log::AddSecret(secret);
+  for (size_t pad = 2030; pad < 2050; ++pad) {
+    auto j = Parse(Log::Format(LogLevel::kInfo, std::string(pad, 'x') + secret + " tail"));
+    std::string m = j["message"];
+    EXPECT_LE(m.size(), 2047u);
+    EXPECT_EQ(m.find("correct-h"), std::string::npos) << pad;
+  }
+  // "é" is two bytes: 2046 x then é ends at byte 2048, so it is left out
+  // whole instead of leaving half of it behind.
+  auto j = Parse(Log::Format(LogLevel::kInfo, std::string(2046, 'x') + "\xc3\xa9 tail"));
+  EXPECT_EQ(j["message"], std::string(2046, 'x'));
+  // Escaping grows a line of controls sixfold, and no more.
+  std::string line = Log::Format(LogLevel::kInfo, std::string(5000, '\x01'));
+  EXPECT_LT(line.size(), 2047u * 6 + 200);
+  EXPECT_EQ(Parse(line)["message"].get<std::string>().size(), 2047u);
+  // A job id from the queue is cut too.
+  LogJobScope scope(std::string(1000, 'j'));
+  EXPECT_EQ(Parse(Log::Format(LogLevel::kInfo, "m"))["job_id"].get<std::string>().size(), 128u);
+}
+
+TEST_F(JsonLogTest, WrittenLinesAreJson) {
+  testing::TempDir dir;
+  std::string file = dir.Sub("x.log");
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, file, "master").ok());
+  LOG_INFO("one %s", "\xff");
+  LOG_ERROR("two");
+  ASSERT_TRUE(Log::Init(LogLevel::kInfo, "", "master").ok());
+  std::string text = testing::ReadFile(file);
+  size_t start = 0, lines = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1, lines++)
+    Parse(text.substr(start, nl + 1 - start));
+  EXPECT_EQ(lines, 2u) << text;
+}
+
+TEST(LogTest, ParseFormat) {
+  LogFormat f;
+  EXPECT_TRUE(ParseLogFormat("json", &f));
+  EXPECT_EQ(f, LogFormat::kJson);
+  EXPECT_TRUE(ParseLogFormat("text", &f));
+  EXPECT_EQ(f, LogFormat::kText);
+  EXPECT_FALSE(ParseLogFormat("JSON", &f));
+  EXPECT_STREQ(LogFormatName(LogFormat::kJson), "json");
 }
 
 }  // namespace

@@ -189,6 +189,7 @@ class DownloadJob : public JobHandler {
               got->seconds > 0 ? static_cast<double>(got->bytes) / got->seconds / (1 << 20) : 0;
           LOG_INFO("%s: image download %s: %" PRIu64 " bytes in %.1f s (%.1f MiB/s) to %s",
                    prefix.c_str(), id.c_str(), got->bytes, got->seconds, mib_s, got->path.c_str());
+          if (ctx.count_bytes) ctx.count_bytes(got->bytes);
         }
         outcome = got.status();
       }
