@@ -90,8 +90,11 @@ deps:
 	@sh tests/deps.sh
 
 # The test binaries find the daemon through DJINN_CONSUMER.
+# The build uses every CPU (JOBS=1 for a serial one); the tests then run
+# one binary at a time.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: deps
-	@$(MAKE) --no-print-directory $(BIN) $(OUT)/unit_tests $(OUT)/integration_tests
+	@$(MAKE) --no-print-directory -j$(JOBS) $(BIN) $(OUT)/unit_tests $(OUT)/integration_tests
 	@sh tests/run.sh $(OUT) $(abspath $(BIN))
 
 unit: $(OUT)/unit_tests
