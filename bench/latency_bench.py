@@ -22,7 +22,7 @@ the one take that follows each finished job). Only 127.0.0.1 is contacted.
 import os, random, shutil, signal, socket, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import envelope, free_port  # noqa: E402
+from benchlib import envelope, free_port, resp  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_LAT_JOBS", "300"))
 BIN = os.path.abspath(os.environ.get("DJINN_CONSUMER", "./djinn-consumer"))
@@ -37,13 +37,7 @@ class Redis:
         self.buf = b""
 
     def send(self, *cmds):
-        out = b""
-        for args in cmds:
-            out += b"*%d\r\n" % len(args)
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.sock.sendall(out)
+        self.sock.sendall(b"".join(resp(*args) for args in cmds))
         return [self.reply() for _ in cmds]
 
     def line(self):

@@ -13,7 +13,7 @@ across noisy machines. Only 127.0.0.1 is contacted.
 import os, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import children, envelope, free_port  # noqa: E402
+from benchlib import children, envelope, free_port, resp  # noqa: E402
 
 N = int(os.environ.get("BENCH_JOBS", "100000"))
 BIN = os.path.abspath(os.environ.get("DJINN_CONSUMER", "./djinn-consumer"))
@@ -21,12 +21,6 @@ BIN = os.path.abspath(os.environ.get("DJINN_CONSUMER", "./djinn-consumer"))
 
 
 
-def resp(*args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
 
 
 
