@@ -29,7 +29,13 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
+// clock_gettime, as the queue reads it: glibc's time() reads the coarse
+// clock, which can lag a tick behind and made a fresh score look "future".
+int64_t Now() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec);
+}
 
 Envelope Env(const std::string& id, const std::string& data, int64_t attempt = 0) {
   Envelope e;
