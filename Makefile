@@ -113,6 +113,7 @@ bench: deps
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/queue_bench.py
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/small_download_bench.py
 	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/download_bench.py
+	DJINN_CONSUMER=$(abspath $(BIN)) python3 bench/multihost_bench.py
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

@@ -162,9 +162,15 @@ class Servers:
     on free loopback ports in a temporary directory, and djinn-consumer
     daemons started against them. As root, PostgreSQL runs as the
     unprivileged user djinn-test (created when missing, as the tests do).
-    cleanup() stops everything and removes the directory."""
+    cleanup() stops everything and removes the directory.
+    listen_also: one more address the servers listen on (the HTTP server
+    on it alone), inside a private network namespace the caller made;
+    clients: the CIDR PostgreSQL then takes passwords from."""
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, listen_also=None, clients=None):
+        self.listen_also = listen_also
+        self.clients = clients
+        self.http_host = listen_also or "127.0.0.1"
         self.tmp = tempfile.mkdtemp(prefix=prefix)
         os.chmod(self.tmp, 0o755)
         self.procs = []
@@ -175,8 +181,9 @@ class Servers:
 
     def start_redis(self):
         self.redis_port = free_port()
+        also = [self.listen_also, "--protected-mode", "no"] if self.listen_also else []
         self.procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1"] + also + ["--save", "",
              "--appendonly", "no", "--dir", self.tmp], stdout=subprocess.DEVNULL))
 
         def up():
@@ -217,11 +224,13 @@ class Servers:
                                      "-E", "UTF8", "--locale=C", "--no-sync"],
                        check=True, stdout=subprocess.DEVNULL, cwd="/")
         with open(self.pg_data + "/postgresql.conf", "a") as f:
-            f.write("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n"
+            f.write("listen_addresses = '127.0.0.1%s'\nport = %d\nunix_socket_directories = '%s'\n"
                     "fsync = off\nsynchronous_commit = off\npassword_encryption = 'scram-sha-256'\n"
-                    % (self.pg_port, pgdir))
+                    % ("," + self.listen_also if self.listen_also else "", self.pg_port, pgdir))
         with open(self.pg_data + "/pg_hba.conf", "w") as f:
             f.write("local all postgres trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+            if self.clients:
+                f.write("host all all %s scram-sha-256\n" % self.clients)
         subprocess.run(self.as_pg + [pgbin + "/pg_ctl", "-D", self.pg_data, "-l", pgdir + "/postgres.log",
                                      "-w", "-t", "30", "start"], check=True, stdout=subprocess.DEVNULL, cwd="/")
         self.pg_password = "bench-" + os.urandom(8).hex()
@@ -254,7 +263,7 @@ class Servers:
         ready = os.path.join(self.tmp, "httpd.ready")
         self.procs.append(subprocess.Popen(
             [sys.executable, HTTPD, "--dir", files, "--port", "0", "--log",
-             os.path.join(self.tmp, "requests.log"), "--ready-file", ready]))
+             os.path.join(self.tmp, "requests.log"), "--ready-file", ready, "--bind", self.http_host]))
         wait_for(lambda: os.path.exists(ready), 10, "httpd.py")
         with open(ready) as f:
             self.http_port = int(f.read())
@@ -316,3 +325,35 @@ class Servers:
                                          "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            cwd="/")
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def child_pids(pid):
+    """Children of pid from /proc/<pid>/task/<tid>/children (one small read
+    per thread, unlike children() which scans all of /proc); [] when gone."""
+    out = []
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def parse_size(text):
+    """Bytes from "1073741824", "256M", "1G", "1GiB", "512k" (powers of 1024)."""
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(t[-1:], 1)
+    n = int(t[:-1] if mult > 1 else t)
+    if n <= 0:
+        raise ValueError("size must be positive: " + text)
+    return n * mult

@@ -24,6 +24,9 @@
 #include "common/conf_tree.h"
 #include "common/djinn_conf.h"
 #include "common/listen_address.h"
+#include "common/pg.h"
+#include "common/redis.h"
+#include "common/url.h"
 #include "common/units.h"
 
 namespace djinn {
@@ -33,7 +36,8 @@ using Kind = ConfNode::Kind;
 
 // kDuration: seconds (an integer, or a duration "15m"); kSize: bytes (an
 // integer, or a size "50MB").
-enum class Type { kString, kInt, kBool, kGroup, kDuration, kSize };
+// kStrings: an array of strings; kMinFree: a size or "N%".
+enum class Type { kString, kInt, kBool, kGroup, kDuration, kSize, kStrings, kMinFree };
 
 // A checked value handed to a setter.
 struct Value {
@@ -41,6 +45,8 @@ struct Value {
   std::string str;  // kString
   int64_t num = 0;  // kInt, kDuration (seconds), kSize (bytes)
   bool flag = false;
+  std::vector<std::string> list;  // kStrings
+  double percent = -1;            // kMinFree given as "N%"
 };
 
 struct Param {
@@ -76,6 +82,36 @@ std::string Absolute(const std::string& path) {
 }
 
 constexpr int64_t kWeek = 7 * 86400;
+// Go curlyq's heartbeat interval (HeartbeatPollInterval), for the
+// queue_consumer_timeout warning.
+constexpr int64_t kGoHeartbeatSeconds = 60;
+
+// The password in a proxy URL, for the log scrubber ("" when none).
+std::string ProxyPassword(const std::string& proxy) {
+  if (proxy.empty()) return "";
+  auto u = ParseUrl(proxy);
+  return u.ok() ? u->password : "";
+}
+
+// download.proxy: "scheme://[user:password@]host[:port]" with a scheme
+// libcurl speaks for a proxy. The password never appears in the message.
+std::string CheckProxy(const std::string& v) {
+  static const char* const kSchemes[] = {"http://", "https://", "socks5://", "socks5h://",
+                                         "socks4://", "socks4a://"};
+  for (const char* scheme : kSchemes) {
+    size_t n = std::strlen(scheme);
+    if (v.compare(0, n, scheme) != 0) continue;
+    std::string rest = v.substr(n);
+    size_t at = rest.rfind('@');
+    std::string hostport = at == std::string::npos ? rest : rest.substr(at + 1);
+    while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
+    if (hostport.empty() || hostport.find_first_of("/?# ") != std::string::npos)
+      return "expected scheme://host[:port] (no path)";
+    return "";
+  }
+  return "expected a proxy URL starting with http://, https://, socks5://, socks5h://, "
+         "socks4:// or socks4a://";
+}
 
 const std::vector<Param>& Params() {
   static const std::vector<Param> params = {
@@ -132,9 +168,10 @@ const std::vector<Param>& Params() {
       {"attempts", Type::kInt, 0, 1000, NUM(attempts)},
       {"job_timeout", Type::kDuration, 1, kWeek, NUM(job_timeout)},
       {"shutdown_timeout", Type::kDuration, 0, 86400, NUM(shutdown_timeout)},
+      {"queue_consumer_timeout", Type::kDuration, 10, 86400, NUM(queue_consumer_timeout)},
       {"database", Type::kGroup, 0, 0, nullptr},
       {"database.addr", Type::kString, 0, 0,
-       [](Config* c, const Value& v) { c->database.addr = v.str; return NonEmpty(c->database.addr); }},
+       [](Config* c, const Value& v) { c->database.addr = v.str; return ValidateDatabaseAddr(c->database.addr); }},
       {"database.name", Type::kString, 0, 0,
        [](Config* c, const Value& v) { c->database.name = v.str; return NonEmpty(c->database.name); }},
       {"database.username", Type::kString, 0, 0,
@@ -151,6 +188,22 @@ const std::vector<Param>& Params() {
        [](Config* c, const Value& v) { c->redis.addr = v.str; return NonEmpty(c->redis.addr); }},
       {"redis.password", Type::kString, 0, 0, STR(redis.password)},
       {"redis.password_file", Type::kString, 0, 0, STR(redis.password_file)},
+      {"redis.sentinels", Type::kStrings, 0, 0,
+       [](Config* c, const Value& v) {
+         if (v.list.empty()) return std::string("must list at least one \"host:port\"");
+         for (size_t i = 0; i < v.list.size(); ++i) {
+           RedisAddr a;
+           Status st = ParseRedisAddr(v.list[i], &a);
+           if (!st.ok()) return "item " + std::to_string(i + 1) + ": " + st.message();
+           if (a.is_unix()) return "item " + std::to_string(i + 1) + ": a sentinel is a host:port, not a unix socket";
+         }
+         c->redis.sentinels = v.list;
+         return std::string();
+       }},
+      {"redis.master", Type::kString, 0, 0,
+       [](Config* c, const Value& v) { c->redis.master = v.str; return NonEmpty(c->redis.master); }},
+      {"redis.sentinel_password", Type::kString, 0, 0, STR(redis.sentinel_password)},
+      {"redis.sentinel_password_file", Type::kString, 0, 0, STR(redis.sentinel_password_file)},
       {"store", Type::kGroup, 0, 0, nullptr},
       {"store.images", Type::kGroup, 0, 0, nullptr},
       {"store.images.type", Type::kString, 0, 0,
@@ -166,12 +219,21 @@ const std::vector<Param>& Params() {
          return "";
        }},
       {"store.images.limit", Type::kSize, 0, INT64_MAX, NUM(store.limit)},
+      {"store.images.min_free", Type::kMinFree, 0, INT64_MAX,
+       [](Config* c, const Value& v) {
+         c->store.min_free_percent = v.percent;
+         c->store.min_free_bytes = v.percent >= 0 ? -1 : v.num;
+         return std::string();
+       }},
       {"download", Type::kGroup, 0, 0, nullptr},
       {"download.timeout", Type::kDuration, 1, kWeek, NUM(download.timeout)},
       {"download.max_size", Type::kSize, 0, INT64_MAX, NUM(download.max_size)},
       {"download.allow_private", Type::kBool, 0, 0, BOOL(download.allow_private)},
       {"download.ca", Type::kString, 0, 0, FILE(download.ca)},
       {"download.known_hosts", Type::kString, 0, 0, FILE(download.known_hosts)},
+      {"download.proxy", Type::kString, 0, 0,
+       [](Config* c, const Value& v) { c->download.proxy = v.str; return CheckProxy(v.str); }},
+      {"download.no_proxy", Type::kString, 0, 0, STR(download.no_proxy)},
       {"webhooks", Type::kGroup, 0, 0, nullptr},
       {"webhooks.timeout", Type::kDuration, 1, 3600, NUM(webhooks.timeout)},
       {"webhooks.attempts", Type::kInt, 0, 100, NUM(webhooks.attempts)},
@@ -227,6 +289,8 @@ const char* TypeName(Type t) {
     case Type::kGroup: return "a group { ... }";
     case Type::kDuration: return "a duration (seconds, or \"90s\", \"15m\", \"1h30m\")";
     case Type::kSize: return "a size (bytes, or \"512MB\", \"10GB\")";
+    case Type::kStrings: return "an array of strings [\"...\", ...]";
+    case Type::kMinFree: return "a size (bytes, \"2GB\") or a percentage (\"5%\")";
   }
   return "?";
 }
@@ -463,7 +527,7 @@ class Validator {
       }
       // Errors name the parameter as written; the checks use our name.
       const std::string canon = p->name;
-      Value v{s, "", 0, false};
+      Value v{s, "", 0, false, {}, -1};
       if (Status st = Check(*p, s, name, &v); !st.ok()) return st;
       if (Seen(canon)) cfg_->warnings.push_back(Where(s, name) + "given again; this one wins");
       else seen_.push_back(canon);
@@ -471,7 +535,8 @@ class Validator {
         std::string err = p->set(cfg_, v);
         if (!err.empty()) return Error(s, name, err);
       }
-      if (canon == "database.password_file" || canon == "redis.password_file") {
+      if (canon == "database.password_file" || canon == "redis.password_file" ||
+          canon == "redis.sentinel_password_file") {
         if (Status st = ReadSecret(s, canon); !st.ok()) return st;
       }
       if (p->type == Type::kGroup) {
@@ -488,6 +553,26 @@ class Validator {
       return ErrorAt(root, "database.password_file", "give password or password_file, not both");
     if (Seen("redis.password") && Seen("redis.password_file"))
       return ErrorAt(root, "redis.password_file", "give password or password_file, not both");
+    if (Seen("redis.sentinel_password") && Seen("redis.sentinel_password_file"))
+      return ErrorAt(root, "redis.sentinel_password_file",
+                     "give sentinel_password or sentinel_password_file, not both");
+    if (Seen("redis.sentinels") != Seen("redis.master"))
+      return ErrorAt(root, Seen("redis.master") ? "redis.sentinels" : "redis.master",
+                     "redis.sentinels and redis.master go together");
+    if (Seen("redis.sentinels") && Seen("redis.addr"))
+      return ErrorAt(root, "redis.addr",
+                     "give addr or sentinels, not both (with sentinels the master is found through them)");
+    if ((Seen("redis.sentinel_password") || Seen("redis.sentinel_password_file")) &&
+        !Seen("redis.sentinels"))
+      return ErrorAt(root, "redis.sentinel_password", "needs redis.sentinels");
+    if (Seen("download.no_proxy") && !Seen("download.proxy"))
+      return ErrorAt(root, "download.no_proxy", "needs download.proxy");
+    if (cfg_->queue_consumer_timeout < kGoHeartbeatSeconds + 5)
+      cfg_->warnings.push_back(
+          cfg_->path + ": queue_consumer_timeout: " + std::to_string(cfg_->queue_consumer_timeout) +
+          "s is shorter than 65s: a Go curlyq consumer sharing the queue heartbeats only every "
+          "60s, so its running jobs would be requeued and run twice; use it only when every "
+          "consumer of the queue is djinn-consumer (which heartbeats every 5s)");
     if (cfg_->database.tls_enabled && cfg_->database.tls.ca.empty())
       return ErrorAt(root, "database.tls.ca", "required when database.tls is set");
     if (cfg_->database.tls.cert.empty() != cfg_->database.tls.key.empty())
@@ -526,6 +611,13 @@ class Validator {
         return Status::Ok();
       case Type::kGroup:
         return s.kind == Kind::kBlock ? Status::Ok() : wrong();
+      case Type::kStrings:
+        if (s.kind != Kind::kArray) return wrong();
+        for (const ConfNode& item : s.children) {
+          if (item.kind != Kind::kString) return wrong();
+          v->list.push_back(item.text);
+        }
+        return Status::Ok();
       case Type::kInt:
         if (s.kind != Kind::kInt) return wrong();
         v->num = s.num;
@@ -549,6 +641,18 @@ class Validator {
         v->num = ns / 1000000000;
         break;
       }
+      case Type::kMinFree:
+        if (s.kind == Kind::kString && !s.text.empty() && s.text.back() == '%') {
+          std::string n = s.text.substr(0, s.text.size() - 1);
+          char* end = nullptr;
+          errno = 0;
+          double pct = n.empty() ? -1 : std::strtod(n.c_str(), &end);
+          if (n.empty() || errno != 0 || *end != '\0' || !(pct >= 0 && pct < 100))
+            return Error(s, name, "a percentage must be from 0% to below 100% (got \"" + s.text + "\")");
+          v->percent = pct;
+          return Status::Ok();
+        }
+        [[fallthrough]];  // bytes: as a Size
       case Type::kSize:
         if (s.kind == Kind::kInt || s.kind == Kind::kSize) {
           v->num = s.num;
@@ -605,6 +709,7 @@ class Validator {
     while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
     if (secret.empty()) return Error(s, name, file + ": empty");
     if (name == "database.password_file") cfg_->database.password = secret;
+    else if (name == "redis.sentinel_password_file") cfg_->redis.sentinel_password = secret;
     else cfg_->redis.password = secret;
     return Status::Ok();
   }
@@ -680,6 +785,8 @@ Result<Config> LoadConfig(const std::string& path) {
 
 std::string FormatConfig(const Config& c, bool redact) {
   auto secret = [&](const std::string& v) { return redact && !v.empty() ? "\"<redacted>\"" : Quote(v); };
+  // A proxy URL's password is a secret; the rest of it is not.
+  auto secret_url = [&](const std::string& v) { return Quote(redact ? RedactUrl(v) : v); };
   std::ostringstream o;
   o << "# djinn-consumer configuration (libconfig syntax), as read from " << c.path << "\n";
   o << "# by djinn-consumer -t -print. See djinn-consumer.conf(5).\n";
@@ -696,6 +803,7 @@ std::string FormatConfig(const Config& c, bool redact) {
   o << "attempts = " << c.attempts << ";\n";
   o << "job_timeout = " << c.job_timeout << ";\n";
   o << "shutdown_timeout = " << c.shutdown_timeout << ";\n";
+  o << "queue_consumer_timeout = " << c.queue_consumer_timeout << ";\n";
   o << "database = {\n";
   o << "  addr = " << Quote(c.database.addr) << ";\n";
   o << "  name = " << Quote(c.database.name) << ";\n";
@@ -711,14 +819,34 @@ std::string FormatConfig(const Config& c, bool redact) {
     o << " };\n";
   }
   o << "};\n";
-  o << "redis = {\n  addr = " << Quote(c.redis.addr) << ";\n";
+  o << "redis = {\n";
+  if (c.redis.sentinels.empty()) {
+    o << "  addr = " << Quote(c.redis.addr) << ";\n";
+  } else {
+    o << "  sentinels = [";
+    for (size_t i = 0; i < c.redis.sentinels.size(); ++i)
+      o << (i ? ", " : "") << Quote(c.redis.sentinels[i]);
+    o << "];\n  master = " << Quote(c.redis.master) << ";\n";
+    if (!c.redis.sentinel_password_file.empty())
+      o << "  sentinel_password_file = " << Quote(c.redis.sentinel_password_file) << ";\n";
+    else if (!c.redis.sentinel_password.empty())
+      o << "  sentinel_password = " << secret(c.redis.sentinel_password) << ";\n";
+  }
   if (!c.redis.password_file.empty())
     o << "  password_file = " << Quote(c.redis.password_file) << ";\n";
   else if (!c.redis.password.empty())
     o << "  password = " << secret(c.redis.password) << ";\n";
   o << "};\n";
   o << "store = { images = { type = \"file\"; path = " << Quote(c.store.path)
-    << "; limit = " << Int(static_cast<int64_t>(c.store.limit)) << "; }; };\n";
+    << "; limit = " << Int(static_cast<int64_t>(c.store.limit)) << ";";
+  // Both bounds set is the default, which has no spelling of its own.
+  if (c.store.min_free_bytes >= 0 && c.store.min_free_percent >= 0)
+    o << " }; };  # min_free: the default, " << Int(c.store.min_free_bytes) << " bytes or "
+      << c.store.min_free_percent << "%, whichever is smaller\n";
+  else if (c.store.min_free_percent >= 0)
+    o << " min_free = \"" << c.store.min_free_percent << "%\"; }; };\n";
+  else
+    o << " min_free = " << Int(c.store.min_free_bytes) << "; }; };\n";
   o << "download = {\n";
   o << "  timeout = " << c.download.timeout << ";\n";
   o << "  max_size = " << Int(static_cast<int64_t>(c.download.max_size)) << ";\n";
@@ -726,6 +854,8 @@ std::string FormatConfig(const Config& c, bool redact) {
   if (!c.download.ca.empty()) o << "  ca = " << Quote(c.download.ca) << ";\n";
   if (!c.download.known_hosts.empty())
     o << "  known_hosts = " << Quote(c.download.known_hosts) << ";\n";
+  if (!c.download.proxy.empty()) o << "  proxy = " << secret_url(c.download.proxy) << ";\n";
+  if (!c.download.no_proxy.empty()) o << "  no_proxy = " << Quote(c.download.no_proxy) << ";\n";
   o << "};\n";
   o << "webhooks = {\n";
   o << "  timeout = " << c.webhooks.timeout << ";\n";
@@ -751,10 +881,25 @@ std::string FormatConfig(const Config& c, bool redact) {
 }
 
 std::vector<std::string> ConfigSecrets(const Config& c) {
-  std::vector<std::string> v = {c.database.password, c.redis.password, c.crypto.auth,
+  std::vector<std::string> v = {c.database.password, c.redis.password,
+                                c.redis.sentinel_password, ProxyPassword(c.download.proxy),
+                                c.crypto.auth,
                                 c.crypto.block, c.crypto.hash, c.crypto.salt};
   v.erase(std::remove(v.begin(), v.end(), std::string()), v.end());
   return v;
+}
+
+uint64_t StoreConfig::MinFreeBytes(uint64_t total_bytes) const {
+  bool any = false;
+  uint64_t keep = 0;
+  auto bound = [&](uint64_t b) {
+    keep = any ? std::min(keep, b) : b;
+    any = true;
+  };
+  if (min_free_bytes >= 0) bound(static_cast<uint64_t>(min_free_bytes));
+  if (min_free_percent >= 0)
+    bound(static_cast<uint64_t>(static_cast<long double>(total_bytes) * min_free_percent / 100));
+  return keep;
 }
 
 const std::vector<std::string>& ConfigParameterNames() {

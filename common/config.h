@@ -49,6 +49,12 @@ struct RedisConfig {
   std::string addr = "localhost:6379";  // host:port or a unix socket path
   std::string password;                 // from password or password_file
   std::string password_file;            // where it came from ("" if inline)
+  // Redis Sentinel: when sentinels is non-empty the master named `master`
+  // is found through them and addr is not used.
+  std::vector<std::string> sentinels;   // "host:port" of each sentinel
+  std::string master;                   // the monitored master's name
+  std::string sentinel_password;        // AUTH to the sentinels, if any
+  std::string sentinel_password_file;
 };
 
 // Djinn's `crypto` block: block and salt key the AES-GCM of webhook
@@ -79,6 +85,13 @@ struct CryptoConfig {
 struct StoreConfig {
   std::string path;        // required: root of the image file store
   uint64_t limit = 0;      // bytes per image file, 0 = no limit
+  // store.images.min_free: free space a download must leave on the store's
+  // filesystem. Each is a bound when >= 0; the smaller bound wins (default
+  // 1 GiB or 5 %, whichever is smaller). "0" turns the check off.
+  int64_t min_free_bytes = int64_t{1} << 30;
+  double min_free_percent = 5;
+  // The free bytes to keep on a filesystem of total_bytes.
+  uint64_t MinFreeBytes(uint64_t total_bytes) const;
 };
 
 struct DownloadConfig {
@@ -87,6 +100,8 @@ struct DownloadConfig {
   bool allow_private = false;  // allow loopback/private/link-local targets
   std::string ca;              // extra CA bundle for https (besides system)
   std::string known_hosts;     // sftp host key check; empty = accept any
+  std::string proxy;           // "http://host:port", "socks5h://..."; "" = direct
+  std::string no_proxy;        // hosts that bypass proxy (libcurl NO_PROXY syntax)
 };
 
 struct Config {
@@ -110,6 +125,10 @@ struct Config {
   int attempts = 5;            // retries after the first try (curlyq JobMaxAttempts)
   int job_timeout = 900;       // seconds
   int shutdown_timeout = 60;   // seconds
+  // A consumer (any host) whose heartbeat is older than this is dead and
+  // its in-flight jobs are requeued. Keep it above Go curlyq's 60 s
+  // heartbeat when Go consumers share the queue (a warning says so).
+  int queue_consumer_timeout = 120;  // seconds
   DatabaseConfig database;
   RedisConfig redis;
   StoreConfig store;

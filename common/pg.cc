@@ -1,10 +1,13 @@
 #include "common/pg.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
+#include "common/text.h"
 
 namespace djinn {
 namespace {
@@ -60,6 +63,83 @@ HostPort SplitAddr(const std::string& addr) {
   return hp;
 }
 
+// database.addr's items: split at commas, spaces around them dropped.
+std::vector<std::string> SplitList(const std::string& addr) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  for (;;) {
+    size_t comma = addr.find(',', start);
+    std::string item = addr.substr(start, comma == std::string::npos ? comma : comma - start);
+    size_t first = item.find_first_not_of(" \t");
+    size_t last = item.find_last_not_of(" \t");
+    items.push_back(first == std::string::npos ? "" : item.substr(first, last - first + 1));
+    if (comma == std::string::npos) return items;
+    start = comma + 1;
+  }
+}
+
+std::vector<HostPort> SplitAddrs(const std::string& addr) {
+  std::vector<HostPort> out;
+  for (const std::string& item : SplitList(addr)) out.push_back(SplitAddr(item));
+  return out;
+}
+
+// "host:port" with an IPv6 host in brackets.
+std::string HostPortText(const std::string& host, const std::string& port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+}
+
+std::string CheckPort(const std::string& port) {
+  bool digits = !port.empty() && port.size() <= 5 &&
+                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::atoi(port.c_str()) < 1 || std::atoi(port.c_str()) > 65535)
+    return "port \"" + Printable(port) + "\" is not a number from 1 to 65535";
+  return "";
+}
+
+bool IsIPv6(std::string text) {
+  text = text.substr(0, text.find('%'));  // a zone ("fe80::1%eth0")
+  unsigned char buf[16];
+  return inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+// Why one item of database.addr is unusable ("" when it is fine).
+std::string CheckAddrItem(const std::string& item) {
+  if (item.empty()) return "empty";
+  for (char c : item) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+      return "contains a space or control character";
+  }
+  if (item[0] == '/') {  // a socket directory, optionally ":port"
+    HostPort hp = SplitAddr(item);
+    return hp.host == item ? "" : CheckPort(hp.port);
+  }
+  if (item[0] == '[') {
+    size_t close = item.find(']');
+    if (close == std::string::npos) return "no ']' after the IPv6 address";
+    if (!IsIPv6(item.substr(1, close - 1)))
+      return "\"" + Printable(item.substr(1, close - 1)) + "\" is not an IPv6 address";
+    if (close + 1 == item.size()) return "";
+    if (item[close + 1] != ':') return "expected \":port\" after ']'";
+    return CheckPort(item.substr(close + 2));
+  }
+  size_t colon = item.find(':');
+  if (colon != std::string::npos && item.find(':', colon + 1) != std::string::npos) {
+    if (IsIPv6(item)) return "";
+    return "not an IPv6 address (an IPv6 address with a port is written [address]:port)";
+  }
+  std::string host = item.substr(0, colon);
+  if (host.empty()) return "no host before ':'";
+  for (char c : host) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_';
+    if (!ok)
+      return "\"" + Printable(host) +
+             "\" is not a host name, an IP address or an absolute socket directory";
+  }
+  return colon == std::string::npos ? "" : CheckPort(item.substr(colon + 1));
+}
+
 // SQLSTATEs worth a retry: the server or the connection, not the statement.
 bool TransientSqlState(const char* state) {
   if (state == nullptr) return true;  // no state: a client-side (connection) error
@@ -78,18 +158,38 @@ void NoticeToLog(void*, const char* message) {
 
 }  // namespace
 
+std::string ValidateDatabaseAddr(const std::string& addr) {
+  std::vector<std::string> items = SplitList(addr);
+  if (items.size() == 1 && items[0].empty()) return "must not be empty";
+  for (size_t i = 0; i < items.size(); i++) {
+    std::string why = CheckAddrItem(items[i]);
+    if (why.empty()) continue;
+    std::string quoted = "\"" + Printable(items[i]) + "\": ";
+    return items.size() == 1 ? quoted + why : "item " + std::to_string(i + 1) + " " + quoted + why;
+  }
+  return "";
+}
+
 PgClient::PgClient(DatabaseConfig config, PgOptions options)
     : config_(std::move(config)), options_(options) {}
 
 std::vector<std::pair<std::string, std::string>> PgClient::ConnParams(const DatabaseConfig& config,
                                                                       const PgOptions& options) {
-  HostPort hp = SplitAddr(config.addr);
+  std::vector<HostPort> hosts = SplitAddrs(config.addr);
+  std::string host, port;
+  for (size_t i = 0; i < hosts.size(); i++) {
+    host += (i ? "," : "") + hosts[i].host;
+    port += (i ? "," : "") + hosts[i].port;
+  }
   std::vector<std::pair<std::string, std::string>> kv = {
-      {"host", hp.host},
-      {"port", hp.port},
+      {"host", host},
+      {"port", port},
       {"dbname", config.name},
       {"user", config.username},
   };
+  // Several hosts: a primary and its standbys; connect to whichever
+  // accepts writes (libpq asks each in turn).
+  if (hosts.size() > 1) kv.emplace_back("target_session_attrs", "read-write");
   if (!config.password.empty()) kv.emplace_back("password", config.password);
   if (config.tls_enabled) {
     kv.emplace_back("sslmode", "verify-full");
@@ -114,9 +214,18 @@ std::vector<std::pair<std::string, std::string>> PgClient::ConnParams(const Data
 }
 
 std::string PgClient::Describe(const DatabaseConfig& config) {
-  HostPort hp = SplitAddr(config.addr);
-  std::string host = hp.host.find(':') != std::string::npos ? "[" + hp.host + "]" : hp.host;
-  return host + ":" + hp.port + "/" + config.name;
+  std::string out;
+  for (const HostPort& hp : SplitAddrs(config.addr))
+    out += (out.empty() ? "" : ",") + HostPortText(hp.host, hp.port);
+  return out + "/" + config.name;
+}
+
+std::string PgClient::Server() const {
+  if (!conn_) return Describe(config_);
+  const char* host = PQhost(conn_.get());
+  const char* port = PQport(conn_.get());
+  if (host == nullptr || *host == '\0') return Describe(config_);
+  return HostPortText(host, port && *port ? port : kDefaultPort) + "/" + config_.name;
 }
 
 bool PgClient::connected() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
@@ -153,10 +262,15 @@ Status PgClient::Connect() {
   }
   PQsetNoticeProcessor(conn.get(), NoticeToLog, nullptr);
   conn_ = std::move(conn);
-  if (backoff_.count() > 0)
-    LOG_INFO("database %s: connected again", Describe(config_).c_str());
+  std::string server = Server();
+  if (!last_server_.empty() && server != last_server_)
+    LOG_INFO("database %s: connected (before: %s; a failover)", server.c_str(),
+             last_server_.c_str());
+  else if (backoff_.count() > 0)
+    LOG_INFO("database %s: connected again", server.c_str());
   else
-    LOG_DEBUG("database %s: connected", Describe(config_).c_str());
+    LOG_DEBUG("database %s: connected", server.c_str());
+  last_server_ = server;
   backoff_ = std::chrono::milliseconds(0);
   next_attempt_ = {};
   return Status::Ok();
@@ -175,6 +289,14 @@ Result<PgResultPtr> PgClient::ExecOnce(const std::string& sql, const std::vector
   const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
   if (st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR) {
     return Status::Permanent(std::string("database: unexpected result ") + PQresStatus(st));
+  }
+  if (state != nullptr && std::strcmp(state, "25006") == 0) {
+    // "cannot execute UPDATE in a read-only transaction": this server is a
+    // standby now (or read-only for maintenance). Not the job's fault; drop
+    // the connection so the next one looks for the primary again.
+    std::string server = Server();
+    conn_.reset();
+    return Status::Unavailable("database: " + server + " is read-only (a standby?): " + msg);
   }
   if (PQstatus(conn_.get()) != CONNECTION_OK || TransientSqlState(state))
     return Status::Unavailable("database: " + msg);
@@ -202,18 +324,23 @@ Result<PgResultPtr> PgClient::ExecOrReconnect(const std::string& sql,
                                               const std::vector<Param>& params) {
   bool fresh = false;
   if (!connected()) {
-    if (conn_) LOG_WARN("database %s: connection lost; reconnecting", Describe(config_).c_str());
+    if (conn_) LOG_WARN("database %s: connection lost; reconnecting", Server().c_str());
     if (Status st = Connect(); !st.ok()) return st;
     fresh = true;
   }
+  std::string server = Server();
   Result<PgResultPtr> r = ExecOnce(sql, params);
   if (r.ok() || fresh || connected()) return r;
   // The connection died under us (a server restart since the last job, an
-  // idle connection cut): one more try on a fresh one. The statement is
-  // idempotent by contract, so a duplicate is harmless.
+  // idle connection cut, a failover) or its server turned read-only: one
+  // more try on a fresh one. The statement is idempotent by contract, so a
+  // duplicate is harmless.
   std::string why = r.status().message();
   if (why.rfind("database: ", 0) == 0) why.erase(0, 10);
-  LOG_WARN("database %s: %s; reconnecting", Describe(config_).c_str(), why.c_str());
+  if (why.rfind(server, 0) == 0)  // it names the server already
+    LOG_WARN("database %s; reconnecting", why.c_str());
+  else
+    LOG_WARN("database %s: %s; reconnecting", server.c_str(), why.c_str());
   if (Status st = Connect(); !st.ok()) return st;
   return ExecOnce(sql, params);
 }

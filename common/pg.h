@@ -18,6 +18,13 @@
 // never concatenated into a conninfo string):
 //   host/port from database.addr: "host:port", "[v6]:port", "host" (5432),
 //     or a unix socket directory "/run/postgresql" (optionally ":port");
+//     or several of these, comma-separated (a primary and its standbys):
+//     libpq's multi-host form host=a,b port=p1,p2 with
+//     target_session_attrs=read-write, so libpq tries them in order and
+//     keeps the first that accepts writes (a standby is skipped with
+//     "session is read-only"). One host gets no target_session_attrs (as
+//     before): a write to it when it is a standby fails with SQLSTATE
+//     25006, which is kUnavailable like any outage;
 //   dbname, user, password (when set);
 //   with database.tls: sslmode=verify-full, sslrootcert=ca, and sslcert/
 //     sslkey when given (client certificate authentication);
@@ -30,10 +37,19 @@
 //
 // Errors: kUnavailable for anything connection-shaped (cannot connect,
 // connection lost, server shutting down, too many connections, statement
-// timeout, serialization failure): the database is a dependency of ours,
-// never a job's fault; kPermanent for other SQL errors (permission denied,
-// undefined table, bad input). Messages are one line and start with
-// "database: ".
+// timeout, serialization failure, "cannot execute ... in a read-only
+// transaction": the server is a standby now): the database is a dependency
+// of ours, never a job's fault; kPermanent for other SQL errors (permission
+// denied, undefined table, bad input). Messages are one line and start with
+// "database: "; libpq's name the host and port that failed.
+//
+// Failover: a connection that died (the primary crashed or was stopped) or
+// whose server turned read-only is dropped, and the statement is re-sent
+// once on a fresh connection, which with several hosts lands on whichever
+// accepts writes now. While none does (the standby not promoted yet), Exec
+// is kUnavailable and the caller holds the job back. A connection attempt
+// blocks up to connect_timeout per host listed (a host that silently drops
+// packets costs that much on every attempt; one that refuses costs nothing).
 //
 // Not thread-safe. Never open one before fork() and use it on both sides.
 #ifndef DJINN_COMMON_PG_H_
@@ -59,6 +75,14 @@ struct PgOptions {
   std::chrono::milliseconds backoff_min{250};
   std::chrono::milliseconds backoff_max{8000};
 };
+
+// Checks database.addr: one or more comma-separated items (spaces around
+// the commas are ignored), each "host", "host:port", "[v6]" or "[v6]:port",
+// a bare IPv6 address, or an absolute unix socket directory (optionally
+// ":port"). "" when usable, else why not, naming the item:
+// `item 2 "db:x": port "x" is not a number from 1 to 65535` (with one item,
+// no "item 1").
+std::string ValidateDatabaseAddr(const std::string& addr);
 
 class PgClient {
  public:
@@ -89,10 +113,14 @@ class PgClient {
   // The keyword/value pairs handed to PQconnectdbParams (exposed for tests).
   static std::vector<std::pair<std::string, std::string>> ConnParams(const DatabaseConfig& config,
                                                                      const PgOptions& options);
-  // "host:port/dbname" or "/socket/dir:port/dbname", for messages.
+  // "host:port/dbname" or "/socket/dir:port/dbname", for messages; with
+  // several hosts "host1:port1,host2:port2/dbname".
   static std::string Describe(const DatabaseConfig& config);
 
  private:
+  // The server of the current connection (the one of several hosts that
+  // libpq picked), else Describe(config_).
+  std::string Server() const;
   Status Connect();
   Result<PgResultPtr> ExecOrReconnect(const std::string& sql, const std::vector<Param>& params);
   Result<PgResultPtr> ExecOnce(const std::string& sql, const std::vector<Param>& params);
@@ -103,6 +131,7 @@ class PgClient {
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_{0};
   std::string last_error_;
+  std::string last_server_;  // the server of the last successful connection
 };
 
 }  // namespace djinn

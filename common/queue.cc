@@ -2,15 +2,12 @@
 
 #include "common/config.h"
 #include "common/curly_queue.h"
+#include "common/redis_sentinel.h"
 
 namespace djinn {
 
 std::unique_ptr<Queue> OpenQueue(const Config& config, int timeout_ms, const std::string& name) {
-  RedisOptions opts;
-  opts.addr = config.redis.addr;
-  opts.password = config.redis.password;
-  opts.connect_timeout = std::chrono::milliseconds(timeout_ms);
-  opts.command_timeout = std::chrono::milliseconds(timeout_ms);
+  RedisOptions opts = RedisOptionsFor(config.redis, std::chrono::milliseconds(timeout_ms));
   return std::make_unique<CurlyQueue>(name.empty() ? config.queue : name, opts);
 }
 

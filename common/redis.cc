@@ -25,6 +25,14 @@ using std::chrono::milliseconds;
 constexpr milliseconds kIdleCheckAfter{1000};
 
 std::atomic<size_t> next_script_id{0};
+// ResolveAgainAll() may run in a signal handler: lock-free atomics only.
+std::atomic<unsigned> resolve_epoch{0};
+static_assert(std::atomic<unsigned>::is_always_lock_free);
+std::atomic<uint64_t> sentinel_reconnects{0};
+
+// Error replies of a server that is no master (any more): with sentinels
+// they mean a failover happened and the sentinels must be asked again.
+constexpr std::string_view kDemoted[] = {"READONLY", "UNBLOCKED", "MASTERDOWN"};
 
 timeval ToTimeval(milliseconds ms) {
   timeval tv;
@@ -89,12 +97,48 @@ Status ParseRedisAddr(const std::string& addr, RedisAddr* out) {
   return Status::Ok();
 }
 
+Result<RedisContextPtr> ConnectRedis(const RedisAddr& addr, milliseconds timeout) {
+  timeval tv = ToTimeval(timeout);
+  RedisContextPtr c(addr.is_unix() ? redisConnectUnixWithTimeout(addr.unix_path.c_str(), tv)
+                                   : redisConnectWithTimeout(addr.host.c_str(), addr.port, tv));
+  if (c == nullptr) return Status::Transient("cannot allocate a hiredis context");
+  if (c->err) return Status::Transient(LowerFirst(c->errstr));
+  // hiredis 0.14 has no SOCK_CLOEXEC option; a worker must never inherit
+  // the master's Redis socket through exec either.
+  int flags = ::fcntl(c->fd, F_GETFD);
+  if (flags < 0 || ::fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+    return Status::Transient(std::string("fcntl(FD_CLOEXEC): ") + std::strerror(errno));
+  }
+  if (redisSetTimeout(c.get(), tv) != REDIS_OK) {
+    return Status::Transient("cannot set socket timeout: " + LowerFirst(c->errstr));
+  }
+  return c;
+}
+
+std::string RedisCommandError(const redisContext* c, int saved_errno, milliseconds timeout) {
+  if (c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+    return "no reply within " + std::to_string(timeout.count()) + " ms";
+  }
+  if (c->err == REDIS_ERR_EOF) return "connection closed by server";
+  return LowerFirst(c->errstr);
+}
+
 RedisScript::RedisScript(std::string source)
     : source_(std::move(source)), id_(next_script_id.fetch_add(1)) {}
 
 RedisConn::RedisConn(RedisOptions options) : options_(std::move(options)) {
-  parse_status_ = ParseRedisAddr(options_.addr, &parsed_);
+  resolve_epoch_ = resolve_epoch.load(std::memory_order_relaxed);
+  if (uses_sentinels()) {
+    addr_ = "master \"" + options_.sentinel.master + "\"";  // until the sentinels name it
+  } else {
+    addr_ = options_.addr;
+    parse_status_ = ParseRedisAddr(options_.addr, &parsed_);
+  }
 }
+
+void RedisConn::ResolveAgainAll() { resolve_epoch.fetch_add(1, std::memory_order_relaxed); }
+
+uint64_t RedisConn::SentinelReconnects() { return sentinel_reconnects.load(); }
 
 RedisConn::~RedisConn() = default;
 
@@ -117,6 +161,16 @@ bool RedisConn::StaleIdleConnection() const {
 
 Status RedisConn::EnsureConnected() {
   if (!parse_status_.ok()) return parse_status_;
+  if (uses_sentinels()) {
+    unsigned epoch = resolve_epoch.load(std::memory_order_relaxed);
+    if (epoch != resolve_epoch_) {
+      // Told that the master moved: ask again now, no backoff, no outage.
+      resolve_epoch_ = epoch;
+      ctx_.reset();
+      shas_.clear();
+      next_attempt_ = {};
+    }
+  }
   if (ctx_ && StaleIdleConnection()) {
     ctx_.reset();  // silently: the reconnect below decides if it is an outage
     shas_.clear();
@@ -128,19 +182,14 @@ Status RedisConn::EnsureConnected() {
 
 Status RedisConn::DoConnect() {
   shas_.clear();
-  timeval tv = ToTimeval(options_.connect_timeout);
-  redisContext* c = parsed_.is_unix()
-                        ? redisConnectUnixWithTimeout(parsed_.unix_path.c_str(), tv)
-                        : redisConnectWithTimeout(parsed_.host.c_str(), parsed_.port, tv);
-  if (c == nullptr) return Fail("cannot allocate a hiredis context");
-  ctx_.reset(c);
-  if (c->err) return Fail(LowerFirst(c->errstr));
-  // hiredis 0.14 has no SOCK_CLOEXEC option; a worker must never inherit
-  // the master's Redis socket through exec either.
-  int flags = ::fcntl(c->fd, F_GETFD);
-  if (flags < 0 || ::fcntl(c->fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
-    return Fail(std::string("fcntl(FD_CLOEXEC): ") + std::strerror(errno));
+  if (uses_sentinels()) {
+    Status st = ResolveMaster();
+    if (!st.ok()) return st;
   }
+  Result<RedisContextPtr> made = ConnectRedis(parsed_, options_.connect_timeout);
+  if (!made.ok()) return Fail(made.status().message());
+  ctx_ = std::move(*made);
+  redisContext* c = ctx_.get();
   Status st = SetSocketTimeout(options_.command_timeout);
   if (!st.ok()) return st;
   if (!options_.password.empty()) {
@@ -154,13 +203,47 @@ Status RedisConn::DoConnect() {
       return Fail("AUTH refused: " + std::string(r->str, r->len));
     }
   }
+  if (uses_sentinels()) {
+    st = CheckRole();
+    if (!st.ok()) return st;
+    if (connected_before_) sentinel_reconnects.fetch_add(1);
+    connected_before_ = true;
+  }
   last_used_ = Clock::now();
   if (down_) {
     down_ = false;
-    if (on_state_) on_state_(true, "redis " + options_.addr + ": connected");
+    if (on_state_) on_state_(true, "redis " + addr_ + ": connected");
   }
   backoff_ = milliseconds(0);
   last_error_.clear();
+  return Status::Ok();
+}
+
+Status RedisConn::ResolveMaster() {
+  Result<std::string> found = AskSentinels(&options_.sentinel);
+  if (!found.ok()) return FailWith(found.status().message());
+  RedisAddr parsed;
+  Status st = ParseRedisAddr(*found, &parsed);
+  if (!st.ok()) {
+    return FailWith("redis: the sentinels name master \"" + options_.sentinel.master +
+                    "\" at an address we cannot use: " + st.message());
+  }
+  addr_ = *found;
+  parsed_ = parsed;
+  return Status::Ok();
+}
+
+Status RedisConn::CheckRole() {
+  const char* argv[1] = {"ROLE"};
+  size_t lens[1] = {4};
+  RedisReplyPtr r(static_cast<redisReply*>(redisCommandArgv(ctx_.get(), 1, argv, lens)));
+  if (!r) return Fail("ROLE: " + LowerFirst(ctx_->errstr));
+  Result<std::string> role = ParseRoleReply(r.get());
+  if (!role.ok()) return Fail("ROLE: " + role.status().message());
+  if (*role != "master") {
+    return Fail("the sentinels name it master \"" + options_.sentinel.master +
+                "\" but it says it is a " + *role + " (failover in progress?)");
+  }
   return Status::Ok();
 }
 
@@ -171,10 +254,12 @@ Status RedisConn::SetSocketTimeout(milliseconds t) {
   return Status::Ok();
 }
 
-Status RedisConn::Fail(const std::string& why) {
+Status RedisConn::Fail(const std::string& why) { return FailWith("redis " + addr_ + ": " + why); }
+
+Status RedisConn::FailWith(std::string message) {
   ctx_.reset();
   shas_.clear();
-  last_error_ = "redis " + options_.addr + ": " + why;
+  last_error_ = std::move(message);
   if (!down_) {
     down_ = true;
     backoff_ = options_.backoff_min;
@@ -192,7 +277,7 @@ Result<RedisReplyPtr> RedisConn::RunRaw(milliseconds extra_timeout, bool connect
   // reconnect would clear (script SHAs), so none may happen in between.
   Status st = connect ? EnsureConnected() : Status::Ok();
   if (!st.ok()) return st;
-  if (!ctx_) return Status::Transient("redis " + options_.addr + ": not connected");
+  if (!ctx_) return Status::Transient("redis " + addr_ + ": not connected");
   bool raised = extra_timeout.count() > 0;
   if (raised) {
     st = SetSocketTimeout(options_.command_timeout + extra_timeout);
@@ -203,13 +288,7 @@ Result<RedisReplyPtr> RedisConn::RunRaw(milliseconds extra_timeout, bool connect
                                argv_.data(), lens_.data());
   int saved_errno = errno;
   if (raw == nullptr) {
-    if (ctx_->err == REDIS_ERR_IO &&
-        (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
-      auto ms = (options_.command_timeout + extra_timeout).count();
-      return Fail("no reply within " + std::to_string(ms) + " ms");
-    }
-    if (ctx_->err == REDIS_ERR_EOF) return Fail("connection closed by server");
-    return Fail(LowerFirst(ctx_->errstr));
+    return Fail(RedisCommandError(ctx_.get(), saved_errno, options_.command_timeout + extra_timeout));
   }
   RedisReplyPtr reply(static_cast<redisReply*>(raw));
   last_used_ = Clock::now();
@@ -223,9 +302,19 @@ Result<RedisReplyPtr> RedisConn::RunRaw(milliseconds extra_timeout, bool connect
 Result<RedisReplyPtr> RedisConn::Run(milliseconds extra_timeout) {
   Result<RedisReplyPtr> r = RunRaw(extra_timeout, /*connect=*/true);
   if (r.ok() && (*r)->type == REDIS_REPLY_ERROR) {
-    return ErrorReplyStatus(std::string_view((*r)->str, (*r)->len));
+    return ReplyError(std::string_view((*r)->str, (*r)->len));
   }
   return r;
+}
+
+Status RedisConn::ReplyError(std::string_view text) {
+  if (uses_sentinels()) {
+    std::string_view code = text.substr(0, text.find(' '));
+    for (std::string_view d : kDemoted) {
+      if (code == d) return Fail(std::string(text) + " (not the master now; asking the sentinels again)");
+    }
+  }
+  return ErrorReplyStatus(text);
 }
 
 Status RedisConn::ErrorReplyStatus(std::string_view text) const {
@@ -233,7 +322,7 @@ Status RedisConn::ErrorReplyStatus(std::string_view text) const {
       "LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM",
       "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT"};
   std::string_view code = text.substr(0, text.find(' '));
-  std::string msg = "redis " + options_.addr + ": " + std::string(text);
+  std::string msg = "redis " + addr_ + ": " + std::string(text);
   for (std::string_view t : kTryLater) {
     if (code == t) return Status::Transient(std::move(msg));
   }
@@ -280,7 +369,7 @@ Status RedisConn::LoadScript(const RedisScript& script) {
   Result<RedisReplyPtr> r = Run(milliseconds(0));
   if (!r.ok()) return r.status();
   if ((*r)->type != REDIS_REPLY_STRING) {
-    return Status::Permanent("redis " + options_.addr +
+    return Status::Permanent("redis " + addr_ +
                              ": SCRIPT LOAD: unexpected reply type " +
                              std::to_string((*r)->type));
   }
@@ -337,7 +426,7 @@ Result<RedisReplyPtr> RedisConn::RunEvalSha(const RedisScript& script,
     r = RunRaw(milliseconds(0), /*connect=*/false);
   }
   if (r.ok() && (*r)->type == REDIS_REPLY_ERROR) {
-    return ErrorReplyStatus(std::string_view((*r)->str, (*r)->len));
+    return ReplyError(std::string_view((*r)->str, (*r)->len));
   }
   return r;
 }

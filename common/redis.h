@@ -16,13 +16,28 @@
 // twice by RedisConn: after a failure the caller decides (a script whose
 // reply was lost may or may not have run).
 //
+// Sentinel (options.sentinel.sentinels non-empty; common/redis_sentinel.h):
+// addr is not used. Every connect first asks the sentinels for the master's
+// address, then checks with ROLE that the server is a master; either
+// failing is a failed connect (kTransient, backoff as above). Besides a
+// broken connection, a READONLY, UNBLOCKED or MASTERDOWN error reply (the
+// server was demoted: a failover happened) also drops the connection and
+// counts as a failure, so the next command (after the backoff) asks the
+// sentinels again; that command's Status is kTransient. ResolveAgainAll()
+// makes every sentinel RedisConn of the process do the same before its
+// next command, at once and without an outage (the master process calls it
+// on +switch-master, a worker on SIGUSR2). Without sentinels none of this
+// applies and error replies only become a Status (ErrorReplyStatus).
+//
 // Outages: SetStateCallback() is told down (with the first error) once
 // when a working or never-working connection fails, and up once when a
 // connection succeeds again after that; repeated failures during one
 // outage are silent, so the caller logs once per outage. down() says
 // whether the last attempt failed.
 //
-// Messages name the address, never the password.
+// Messages name the address actually used (with sentinels: the master they
+// named, once known; "redis: no sentinel knows master ..." before), never
+// the password.
 //
 // Ownership and process safety: owns its redisContext (RAII). Not
 // thread-safe. The socket is close-on-exec. hiredis writes with write(2),
@@ -35,6 +50,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -42,6 +58,7 @@
 #include <vector>
 
 #include "common/c_handles.h"
+#include "common/redis_sentinel.h"
 #include "common/status.h"
 
 namespace djinn {
@@ -59,9 +76,22 @@ struct RedisAddr {
 // (config validation uses this too).
 Status ParseRedisAddr(const std::string& addr, RedisAddr* out);
 
+// A blocking hiredis connection to addr, close-on-exec, with `timeout` for
+// connecting and as its socket timeout (each reply). Errors are kTransient
+// with the reason alone ("connection refused"): the caller names the
+// address.
+Result<RedisContextPtr> ConnectRedis(const RedisAddr& addr, std::chrono::milliseconds timeout);
+// Why a blocking command on c failed (its reply was null), lower case:
+// "no reply within <timeout> ms", "connection closed by server", or
+// hiredis's text. saved_errno: errno right after the call.
+std::string RedisCommandError(const redisContext* c, int saved_errno,
+                              std::chrono::milliseconds timeout);
+
 struct RedisOptions {
-  std::string addr = "localhost:6379";
-  std::string password;  // AUTH when non-empty
+  std::string addr = "localhost:6379";  // not used with sentinels
+  std::string password;  // AUTH when non-empty (to the master, with sentinels)
+  // Non-empty sentinel.sentinels: the master is found through them (see top).
+  SentinelOptions sentinel;
   std::chrono::milliseconds connect_timeout{2000};
   // Bound on one command's round trip (blocking commands add their block).
   std::chrono::milliseconds command_timeout{5000};
@@ -108,7 +138,22 @@ class RedisConn {
   // When the next reconnect attempt is allowed (steady clock).
   std::chrono::steady_clock::time_point next_attempt() const { return next_attempt_; }
   void SetStateCallback(StateCallback cb) { on_state_ = std::move(cb); }
-  const std::string& addr() const { return options_.addr; }
+  // The address in use (with sentinels the last master they named, or
+  // "master \"<name>\"" before any answer).
+  const std::string& addr() const { return addr_; }
+  bool uses_sentinels() const { return !options_.sentinel.sentinels.empty(); }
+
+  // Every RedisConn of this process that uses sentinels drops its
+  // connection before its next command and asks them again, without
+  // waiting for a backoff. Async-signal-safe (it bumps a lock-free atomic),
+  // though signal handlers should leave it to their loop.
+  static void ResolveAgainAll();
+  // How many times any RedisConn of this process that uses sentinels
+  // connected again after it had been connected before (possibly to
+  // another server: a failover). A worker compares it to find out that its
+  // queue's server may have changed under it (common/queue.h
+  // RecoverInflight).
+  static uint64_t SentinelReconnects();
 
   // Binary-safe command. An error reply becomes a Status (see
   // ErrorReplyStatus); a nil or any other reply is returned as is.
@@ -131,7 +176,7 @@ class RedisConn {
   // The Status for an error reply: kTransient for the server's "try
   // later" errors (LOADING, BUSY, MASTERDOWN, READONLY, OOM, TRYAGAIN,
   // CLUSTERDOWN, NOSCRIPT), kPermanent otherwise; message
-  // "redis <addr>: <reply text>".
+  // "redis <addr>: <reply text>". Classifies only (see ReplyError).
   Status ErrorReplyStatus(std::string_view reply_text) const;
 
  private:
@@ -147,15 +192,27 @@ class RedisConn {
                     size_t nkeys, const std::string_view* args, size_t nargs);
   Status EnsureConnected();
   Status DoConnect();
+  // With sentinels: asks them, and points addr_/parsed_ at the answer.
+  Status ResolveMaster();
+  // With sentinels: ROLE must say master.
+  Status CheckRole();
   Status SetSocketTimeout(std::chrono::milliseconds t);
-  // Drops the connection, starts or extends an outage, returns kTransient.
+  // Drops the connection, starts or extends an outage, returns kTransient
+  // with "redis <addr>: <why>" (FailWith: the message as given).
   Status Fail(const std::string& why);
+  Status FailWith(std::string message);
+  // ErrorReplyStatus; with sentinels a demoted server's error (READONLY,
+  // UNBLOCKED, MASTERDOWN) also drops the connection (Fail).
+  Status ReplyError(std::string_view reply_text);
   bool StaleIdleConnection() const;
   Status LoadScript(const RedisScript& script);
 
   RedisOptions options_;
+  std::string addr_;  // the address in use (see addr())
   RedisAddr parsed_;
   Status parse_status_;
+  unsigned resolve_epoch_ = 0;  // ResolveAgainAll() count we last obeyed
+  bool connected_before_ = false;
   RedisContextPtr ctx_;
   bool down_ = false;
   std::string last_error_;  // "redis <addr>: <why>" of the current outage

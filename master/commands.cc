@@ -20,9 +20,6 @@ namespace {
 using nlohmann::json;
 
 constexpr int kCommandTimeoutMs = 5000;
-// The daemon's own: a consumer whose heartbeat is older is an orphan and
-// its jobs are requeued (master/supervisor.cc).
-constexpr int64_t kConsumerTimeoutSeconds = kCurlyOrphanTimeoutSeconds;
 
 int64_t Now() { return static_cast<int64_t>(time(nullptr)); }
 
@@ -87,12 +84,8 @@ std::string UtcTime(int64_t unix_seconds) {
 }
 
 CurlyQueue OpenCommandQueue(const Config& config) {
-  RedisOptions o;
-  o.addr = config.redis.addr;
-  o.password = config.redis.password;
-  o.connect_timeout = std::chrono::milliseconds(kCommandTimeoutMs);
-  o.command_timeout = std::chrono::milliseconds(kCommandTimeoutMs);
-  return CurlyQueue(config.queue, o);
+  return CurlyQueue(config.queue,
+                    RedisOptionsFor(config.redis, std::chrono::milliseconds(kCommandTimeoutMs)));
 }
 
 // ------------------------------------------------------------------ status
@@ -170,7 +163,7 @@ int QueueCommand(const Options& opts, const Config& config) {
   }
   int64_t now = Now();
   auto live = [&](const QueueOverview::Consumer& c) {
-    return c.heartbeat > now - kConsumerTimeoutSeconds;
+    return c.heartbeat > now - config.queue_consumer_timeout;
   };
   if (opts.json) {
     json consumers = json::array();
@@ -186,7 +179,7 @@ int QueueCommand(const Options& opts, const Config& config) {
               {"scheduled", o->scheduled},
               {"next_due", o->next_due ? json(*o->next_due) : json(nullptr)},
               {"dead", o->dead},
-              {"consumer_timeout_seconds", kConsumerTimeoutSeconds},
+              {"consumer_timeout_seconds", config.queue_consumer_timeout},
               {"consumers", consumers}};
     fputs(Dump(j).c_str(), stdout);
     return kExitOk;

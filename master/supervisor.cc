@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/proctitle.h"
 #include "common/signals.h"
+#include "master/part_sweep.h"
 #include "worker/worker.h"
 
 namespace djinn {
@@ -38,7 +39,6 @@ constexpr int64_t kMaxMovePerTick = 1000;    // scheduled / orphans moved per ca
 constexpr int kMasterRedisTimeoutMs = 1000;  // the master never waits longer on Redis
 constexpr int64_t kHeartbeatIntervalMs = 5000;  // well inside curlyq's 60 s
 constexpr int64_t kOrphanPollMs = 5000;
-constexpr int64_t kConsumerTimeoutSeconds = kCurlyOrphanTimeoutSeconds;
 
 int g_sig_write_fd = -1;
 
@@ -149,6 +149,7 @@ Status Supervisor::Start() {
   auto gen = std::make_shared<Generation>(*gen_);
   OpenQueues(gen.get(), nullptr);
   gen_ = std::move(gen);
+  OpenSentinelWatch();
   if (!config().crypto.set)
     LOG_INFO("webhooks off: no crypto block in the configuration (the images event is not sent)");
   auto policy = gen_->queue->MaxmemoryPolicy();
@@ -172,7 +173,7 @@ Status Supervisor::Start() {
   }
   if (Status st = OpenMetrics(); !st.ok()) return st;
   LOG_INFO("started: %d workers, queue \"%s\", redis %s, store %s", desired_,
-           config().queue.c_str(), config().redis.addr.c_str(), config().store.path.c_str());
+           config().queue.c_str(), DescribeRedis(config().redis).c_str(), config().store.path.c_str());
   return Status::Ok();
 }
 
@@ -190,6 +191,7 @@ int Supervisor::Run() {
     ReapWorkers();
     CheckJobTimeouts();
     QueueDuties();
+    if (!stopping_) MasterPartSweeper().Tick(config().store.path, MonotonicMs());
     if (stopping_) {
       StopTick();
       if (procs_.empty()) break;
@@ -201,12 +203,43 @@ int Supervisor::Run() {
 
 void Supervisor::WaitForEvents(int timeout_ms) {
   // The control socket's fd is -1 when it is not open: poll skips it.
-  // So is the metrics endpoint's (MHD's epoll fd; no thread of its own).
-  struct pollfd pfd[3] = {{sig_read_.get(), POLLIN, 0}, {control_.fd(), POLLIN, 0},
-                          {metrics_ ? metrics_->http.fd() : -1, POLLIN, 0}};
-  if (poll(pfd, 3, timeout_ms) > 0 && (pfd[1].revents & POLLIN))
+  // So is the metrics endpoint's (MHD's epoll fd; no thread of its own),
+  // and the sentinel subscription's while it has none.
+  struct pollfd pfd[4] = {{sig_read_.get(), POLLIN, 0}, {control_.fd(), POLLIN, 0},
+                          {metrics_ ? metrics_->http.fd() : -1, POLLIN, 0},
+                          {sentinel_watch_ ? sentinel_watch_->fd() : -1, POLLIN, 0}};
+  if (poll(pfd, 4, timeout_ms) > 0 && (pfd[1].revents & POLLIN))
     control_.Serve([this] { return StatusJson(Snapshot()); });
   if (metrics_) metrics_->http.Serve();  // also its connection timeouts
+  WatchSentinels();
+}
+
+void Supervisor::OpenSentinelWatch() {
+  const RedisConfig& r = config().redis;
+  if (r.sentinels.empty()) {
+    sentinel_watch_.reset();
+    return;
+  }
+  if (sentinel_watch_) {  // a reload: keep the subscription unless it changed
+    const SentinelOptions& w = sentinel_watch_->options();
+    if (w.sentinels == r.sentinels && w.master == r.master && w.password == r.sentinel_password)
+      return;
+  }
+  sentinel_watch_ = std::make_unique<SentinelWatch>(
+      RedisOptionsFor(r, std::chrono::milliseconds(kMasterRedisTimeoutMs)).sentinel);
+}
+
+void Supervisor::WatchSentinels() {
+  if (!sentinel_watch_) return;
+  for (const SwitchMaster& sw : sentinel_watch_->Poll()) {
+    LOG_INFO("redis: sentinel says master \"%s\" moved from %s to %s", sw.name.c_str(),
+             sw.from.c_str(), sw.to.c_str());
+    // Correctness never depends on this (a demoted or dead master's errors
+    // make every connection ask again); it only saves the wait for them.
+    RedisConn::ResolveAgainAll();
+    for (auto& [pid, proc] : procs_)
+      if (!proc.killed) kill(pid, SIGUSR2);
+  }
 }
 
 void Supervisor::HandleSignals() {
@@ -304,12 +337,16 @@ void Supervisor::Reload() {
   // one gets its own handle only when it talks to another queue.
   bool same_queue = next.redis.addr == config().redis.addr &&
                     next.redis.password == config().redis.password &&
+                    next.redis.sentinels == config().redis.sentinels &&
+                    next.redis.master == config().redis.master &&
+                    next.redis.sentinel_password == config().redis.sentinel_password &&
                     next.queue == config().queue;
   auto gen = std::make_shared<Generation>();
   gen->number = gen_->number + 1;
   gen->config = std::make_shared<const Config>(std::move(next));
   OpenQueues(gen.get(), same_queue ? gen_.get() : nullptr);
   gen_ = std::move(gen);
+  OpenSentinelWatch();
   // The new generation starts before the old one is told to finish (nginx):
   // no gap in service.
   std::vector<pid_t> old;
@@ -595,7 +632,7 @@ void Supervisor::QueueDuties() {
   if (now >= next_orphans_ms_) {
     next_orphans_ms_ = now + kOrphanPollMs;
     for (Queue* queue : queues) {
-      auto requeued = queue->RequeueOrphans(kConsumerTimeoutSeconds, kMaxMovePerTick);
+      auto requeued = queue->RequeueOrphans(config().queue_consumer_timeout, kMaxMovePerTick);
       QueueResult(requeued.status());
       if (requeued.ok() && *requeued > 0)
         LOG_WARN("requeued %lld job(s) of consumers whose heartbeat expired",
@@ -605,8 +642,11 @@ void Supervisor::QueueDuties() {
 }
 
 void Supervisor::FailPendingJobs() {
-  while (!pending_fails_.empty()) {
-    PendingFail& f = pending_fails_.front();
+  // Each in its own generation's queue: one whose Redis is unreachable (a
+  // generation configured with a wrong master, say) must not hold back the
+  // others, so a failure skips to the next and is retried next tick.
+  for (auto it = pending_fails_.begin(); it != pending_fails_.end();) {
+    PendingFail& f = *it;
     // The worker's own generation: the queue it took the job from and the
     // attempts it ran under.
     const Config& c = *f.gen->config;
@@ -614,7 +654,10 @@ void Supervisor::FailPendingJobs() {
     auto res = queue.FailInflight(f.consumer_key, f.webhooks ? c.webhooks.attempts : c.attempts,
                                   f.count_attempt, f.why);
     QueueResult(res.status());
-    if (!res.ok()) return;  // retried next tick; orphan requeue is the backstop
+    if (!res.ok()) {  // retried next tick; orphan requeue is the backstop
+      ++it;
+      continue;
+    }
     for (const auto& job : *res) {
       if (job.dead)
         LOG_ERROR("job %s: its worker %s %s; attempts exhausted (%lld), moved to dead set",
@@ -623,7 +666,7 @@ void Supervisor::FailPendingJobs() {
         LOG_WARN("job %s: its worker %s %s; requeued (attempt %lld)", job.id.c_str(),
                  f.who.c_str(), f.cause.c_str(), static_cast<long long>(job.attempt));
     }
-    pending_fails_.erase(pending_fails_.begin());
+    it = pending_fails_.erase(it);
   }
 }
 

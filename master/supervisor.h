@@ -27,6 +27,7 @@
 #include "common/config.h"
 #include "common/pidfile.h"
 #include "common/queue.h"
+#include "common/redis_sentinel.h"
 #include "common/scoreboard.h"
 #include "common/unique_fd.h"
 #include "master/control.h"
@@ -90,6 +91,11 @@ class Supervisor {
   Status Start();
   void Shutdown();
   void WaitForEvents(int timeout_ms);
+  // Redis Sentinel: the +switch-master subscription (none without
+  // sentinels), and what a failover it reports sets off: this process's
+  // queue connections and every worker's (SIGUSR2) ask the sentinels again.
+  void OpenSentinelWatch();
+  void WatchSentinels();
   void HandleSignals();
   void Reload();
   void BoundGenerations();
@@ -146,6 +152,7 @@ class Supervisor {
   int64_t started_ms_ = 0, started_unix_ = 0;
   uint64_t exited_jobs_done_ = 0, workers_started_ = 0, worker_restarts_ = 0;
   std::unique_ptr<MasterMetrics> metrics_;  // null when metrics are off
+  std::unique_ptr<SentinelWatch> sentinel_watch_;  // null without sentinels
   // systemd notifications (master/notify.h): READY=1 is due once every
   // slot of the current generation has its worker (at start, after a
   // reload); STATUS= at most once a second.

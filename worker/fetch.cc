@@ -1,6 +1,8 @@
 #include "worker/fetch.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -38,6 +40,14 @@ constexpr uint64_t kWritebackWindow = 8 << 20;
 // A URL in a message or the error column is cut beyond this (a 70 kB
 // signed URL helps nobody there).
 constexpr size_t kMaxShownUrl = 1024;
+// The download process looks at the store's free space each time this
+// much more was written (fstatvfs: no I/O); with the size unknown, this
+// much is what the next stretch needs.
+constexpr uint64_t kSpaceCheckEvery = 2 << 20;
+// What the worker allows for when it checks a "no room" report.
+constexpr uint64_t kSpaceSlack = 1 << 20;
+
+using AddrInfoPtr = std::unique_ptr<addrinfo, CFree<addrinfo, freeaddrinfo>>;
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -143,6 +153,19 @@ struct Transfer {
   std::string refused;        // SSRF refusal, set by OnOpenSocket
   std::string hostkey_error;  // set by OnSshKey
 
+  // download.proxy in use: redirects are followed hop by hop by FetchBody
+  // (follow_pending: the response at hand is a redirect to follow), each
+  // hop's destination pinned (pin, CURLOPT_CONNECT_TO).
+  bool proxied = false;
+  bool follow_pending = false;
+  CurlSlistPtr pin;
+  std::vector<sockaddr_storage> proxy_addrs;  // the proxy's, port included
+  bool proxy_socket = false;                  // the last socket went to it
+
+  // Free space: checked again once this many bytes arrived since.
+  uint64_t unchecked = kSpaceCheckEvery;
+  uint64_t space_needed = 0;  // what the last check asked for
+
   // Current HTTP response (reset on each status line).
   long status = 0;
   std::string reason;
@@ -166,6 +189,18 @@ struct Transfer {
   uint64_t total = 0;  // expected size when known
   std::string title;
 
+  // Resuming (fetch.h "Resuming"): the kept bytes [0, resume_from) and the
+  // validator they were saved with; the current response's headers that
+  // resuming needs; whether the sftp validator was looked at; and why the
+  // kept bytes cannot be continued (FetchBody then starts over).
+  uint64_t resume_from = 0;
+  PartValidator saved;
+  std::string etag, last_modified;
+  std::optional<std::string> content_range;
+  uint64_t range_total = 0;
+  bool sftp_checked = false;
+  std::string start_over;
+
   void Fail(Status st) {
     if (failure.ok()) failure = std::move(st);
   }
@@ -175,7 +210,90 @@ struct Transfer {
   }
   Status CheckResponse();
   bool CheckRedirect();
+  Status CheckSpace();
+  bool AcceptResumed();
+  bool RestartFromZero(const std::string& why);
+  void ReportHttpValidator();
+  bool CheckSftpValidator();
 };
+
+// A final response to a request for the rest (Range: bytes=N-, If-Range).
+// False (start_over or failure set) when the transfer must stop.
+bool Transfer::AcceptResumed() {
+  if (status == 200) return RestartFromZero("the server sent the whole image");
+  if (status == 416) {
+    start_over = "the server refused the range (HTTP 416)";
+    return false;
+  }
+  if (status != 206) return true;  // an error: CheckResponse says which
+  ContentRange cr;
+  std::optional<ContentRange> parsed;
+  if (content_range) parsed = ParseContentRange(*content_range);
+  if (parsed) cr = *parsed;
+  if (!parsed) start_over = "a 206 answer without a usable Content-Range";
+  else if (cr.first != resume_from)
+    start_over = "a 206 answer from byte " + std::to_string(cr.first);
+  else if (cr.total && cr.last + 1 != *cr.total)
+    start_over = "a 206 answer that stops before the end";
+  else if (content_length && *content_length != cr.last - cr.first + 1)
+    start_over = "a 206 answer whose Content-Length does not match its Content-Range";
+  else if (!etag.empty() && !saved.etag.empty() && etag != saved.etag)
+    start_over = "the ETag changed";
+  else if (!last_modified.empty() && !saved.last_modified.empty() &&
+           last_modified != saved.last_modified)
+    start_over = "Last-Modified changed";
+  if (!start_over.empty()) return false;
+  range_total = cr.last + 1;
+  return true;
+}
+
+// The body at hand is the whole image: written from byte 0 again.
+bool Transfer::RestartFromZero(const std::string& why) {
+  if (Status st = file->Rewind(); !st.ok()) {
+    Fail(std::move(st));
+    return false;
+  }
+  LOG_INFO("%s: not resuming at byte %" PRIu64 ": %s; writing from byte 0",
+           hooks->log_prefix.c_str(), resume_from, why.c_str());
+  resume_from = 0;
+  bytes = 0;
+  head_have = 0;
+  head_ok = false;
+  return true;
+}
+
+// http(s): the final response's validator, told before its body is written.
+void Transfer::ReportHttpValidator() {
+  PartValidator v;
+  v.etag = StrongEtag(etag);
+  v.last_modified = ValidatorText(last_modified);
+  if (resume_from > 0) {  // a 206: what the server left out stays as saved
+    if (v.etag.empty()) v.etag = saved.etag;
+    if (v.last_modified.empty()) v.last_modified = saved.last_modified;
+  }
+  if (hooks->validator) hooks->validator(v, file->rewound());
+}
+
+// sftp: the remote file's size (libcurl's stat: what is left after the
+// seek) and mtime (CURLOPT_FILETIME), before the first byte is written.
+// False (start_over set) when it is not the file the kept bytes came from.
+bool Transfer::CheckSftpValidator() {
+  if (sftp_checked) return true;
+  sftp_checked = true;
+  curl_off_t mtime = -1, left = -1;
+  if (curl_easy_getinfo(curl, CURLINFO_FILETIME_T, &mtime) != CURLE_OK) mtime = -1;
+  if (curl_easy_getinfo(curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &left) != CURLE_OK) left = -1;
+  PartValidator v;
+  if (left >= 0) v.remote_size = static_cast<int64_t>(resume_from) + left;
+  if (mtime >= 0) v.remote_mtime = mtime;
+  if (resume_from > 0 &&
+      (v.remote_size != saved.remote_size || v.remote_mtime != saved.remote_mtime)) {
+    start_over = "the remote file changed (" + saved.Describe() + ", now " + v.Describe() + ")";
+    return false;
+  }
+  if (hooks->validator) hooks->validator(v, file->rewound());
+  return true;
+}
 
 Status Transfer::CheckResponse() {
   if (status < 200 || status > 299) {
@@ -221,6 +339,25 @@ bool Transfer::CheckRedirect() {
     return false;
   }
   return true;
+}
+
+// The store's free space against its floor, before the next stretch is
+// written (see "Free space" in fetch.h).
+Status Transfer::CheckSpace() {
+  unchecked = 0;
+  const StoreConfig& store = options->store;
+  if (store.path.empty()) return Status::Ok();
+  Result<StoreSpace> space = GetStoreSpace(file->fd(), store);
+  if (!space.ok()) return space.status();
+  const bool known = total > 0;
+  if (known && total > space->total - std::min(space->total, space->floor)) {
+    return Status::Permanent("image of " + HumanBytes(static_cast<double>(total)) +
+                             " larger than the image store can hold (" +
+                             HumanBytes(static_cast<double>(space->total)) + ", of which min_free " +
+                             HumanBytes(static_cast<double>(space->floor)) + " stays free)");
+  }
+  space_needed = known ? (total > bytes ? total - bytes : 0) : kSpaceCheckEvery;
+  return CheckStoreSpace(*space, space_needed, store.path);
 }
 
 void UpdateProgress(Transfer* t, bool force_log) {
@@ -271,6 +408,10 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     t->content_type.reset();
     t->content_length.reset();
     t->location.clear();
+    t->follow_pending = false;
+    t->etag.clear();
+    t->last_modified.clear();
+    t->content_range.reset();
     size_t sp = line.find(' ');
     if (sp != std::string_view::npos) {
       std::string_view rest = line.substr(sp + 1);
@@ -286,14 +427,22 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (line.empty()) {  // end of one response's headers
     if (t->status >= 100 && t->status < 200) return len;
     if (t->status >= 300 && t->status < 400 && t->status != 304 && !t->location.empty()) {
-      return t->CheckRedirect() ? len : 0;
+      if (!t->CheckRedirect()) return 0;
+      t->follow_pending = t->proxied;  // FetchBody follows it
+      return len;
     }
+    if (t->resume_from > 0 && !t->AcceptResumed()) return 0;
     Status st = t->CheckResponse();
+    if (st.ok() && t->resume_from > 0) {  // a 206: the limit is for the whole image
+      t->total = t->range_total;
+      if (t->options->max_bytes != 0 && t->total > t->options->max_bytes) st = t->TooLarge();
+    }
     if (!st.ok()) {
       t->Fail(std::move(st));
       return 0;
     }
     t->headers_ok = true;
+    t->ReportHttpValidator();
     return len;
   }
   size_t colon = line.find(':');
@@ -309,6 +458,12 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     if (errno == 0 && end != value.c_str() && *end == '\0') t->content_length = v;
   } else if (name == "location") {
     t->location = value;
+  } else if (name == "etag") {
+    t->etag = value;
+  } else if (name == "last-modified") {
+    t->last_modified = value;
+  } else if (name == "content-range") {
+    t->content_range = value;
   }
   return len;
 }
@@ -317,6 +472,8 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   size_t len = size * n;
   if (!t->failure.ok()) return 0;
+  if (t->follow_pending) return len;  // a redirect's body: not ours
+  if (!t->http && !t->CheckSftpValidator()) return 0;
   if (t->http && !t->headers_ok) {
     // Not reached with libcurl's header callbacks in place; kept so a body
     // can never be stored unchecked.
@@ -327,6 +484,13 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
     t->Fail(t->TooLarge());
     return 0;
   }
+  if (t->unchecked >= kSpaceCheckEvery) {
+    if (Status st = t->CheckSpace(); !st.ok()) {
+      t->Fail(std::move(st));
+      return 0;
+    }
+  }
+  t->unchecked += len;
   const char* p = data;
   size_t left = len;
   if (!t->head_ok) {
@@ -366,7 +530,7 @@ int OnProgress(void* user, curl_off_t dltotal, curl_off_t, curl_off_t, curl_off_
     // sftp: libcurl knows the file size from its stat before the first
     // byte. (For http the final response's Content-Length is checked in
     // OnHeader; dltotal may still belong to a redirect response here.)
-    t->total = static_cast<uint64_t>(dltotal);
+    t->total = t->resume_from + static_cast<uint64_t>(dltotal);  // dltotal: after the seek
     if (t->options->max_bytes != 0 && t->total > t->options->max_bytes) {
       t->Fail(t->TooLarge());
       return 1;
@@ -396,8 +560,47 @@ uint16_t SockaddrPort(const struct sockaddr* sa) {
   return 0;
 }
 
+std::string PortNotAllowed(uint16_t port, const std::string& host,
+                           const std::vector<uint16_t>& ports) {
+  std::string allowed;
+  for (uint16_t p : ports) allowed += (allowed.empty() ? "" : ", ") + std::to_string(p);
+  return "destination port " + std::to_string(port) + " not allowed (" + host +
+         "; a download connects only to ports " + allowed + ")";
+}
+
+uint16_t UrlPort(const Url& url) {
+  if (url.port > 0 && url.port < 65536) return static_cast<uint16_t>(url.port);
+  return url.scheme == "https" ? 443 : url.scheme == "sftp" ? 22 : 80;
+}
+
+// Whether sa is one of the proxy's addresses, on its port.
+bool IsProxyAddress(const Transfer& t, const struct sockaddr* sa) {
+  for (const sockaddr_storage& p : t.proxy_addrs) {
+    if (p.ss_family != sa->sa_family) continue;
+    if (sa->sa_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(sa);
+      const auto* b = reinterpret_cast<const sockaddr_in*>(&p);
+      if (a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr) return true;
+    } else if (sa->sa_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(sa);
+      const auto* b = reinterpret_cast<const sockaddr_in6*>(&p);
+      if (a->sin6_port == b->sin6_port &&
+          std::memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0)
+        return true;
+    }
+  }
+  return false;
+}
+
 curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr) {
   auto* t = static_cast<Transfer*>(user);
+  // The operator's proxy: allowed wherever it is. Its destination was
+  // checked (and pinned) before the transfer (PinDestination).
+  t->proxy_socket = t->proxied && IsProxyAddress(*t, &addr->addr);
+  if (t->proxy_socket) {
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+  }
   if (!t->options->allow_private) {
     std::string text;
     AddressClass c = ClassifySockaddr(&addr->addr, addr->addrlen, &text);
@@ -414,12 +617,7 @@ curl_socket_t OnOpenSocket(void* user, curlsocktype, struct curl_sockaddr* addr)
     uint16_t port = SockaddrPort(&addr->addr);
     const auto& ports = t->options->tcp_ports;
     if (std::find(ports.begin(), ports.end(), port) == ports.end()) {
-      if (t->refused.empty()) {
-        std::string allowed;
-        for (uint16_t p : ports) allowed += (allowed.empty() ? "" : ", ") + std::to_string(p);
-        t->refused = "destination port " + std::to_string(port) + " not allowed (" +
-                     ConnectingHost(*t) + "; a download connects only to ports " + allowed + ")";
-      }
+      if (t->refused.empty()) t->refused = PortNotAllowed(port, ConnectingHost(*t), ports);
       return CURL_SOCKET_BAD;
     }
   }
@@ -439,6 +637,93 @@ int OnSshKey(CURL*, const struct curl_khkey*, const struct curl_khkey*, enum cur
 }
 
 // ---------------------------------------------------------------------------
+// Proxies
+
+// The addresses of download.proxy, for OnOpenSocket to tell its sockets
+// from direct ones (no_proxy).
+Status ResolveProxy(Transfer* t) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(t->options->proxy_port);
+  int rc = getaddrinfo(t->options->proxy_host.c_str(), port.c_str(), &hints, &res);
+  AddrInfoPtr hold(res);
+  if (rc != 0)
+    return Status::Transient(std::string("download.proxy: cannot resolve the proxy (") +
+                             gai_strerror(rc) + ")");
+  for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    sockaddr_storage ss{};
+    std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
+    t->proxy_addrs.push_back(ss);
+  }
+  return Status::Ok();
+}
+
+// Before each hop through the proxy: the hop's port must be allowed, and
+// unless download.allow_private its host must resolve (here, not at the
+// proxy) to a public address, which is then pinned (CURLOPT_CONNECT_TO,
+// any host and port of this hop to that address): the proxy is asked for
+// the address we checked, never for the name.
+Status PinDestination(Transfer* t, const std::string& hop) {
+  Result<Url> url = ParseUrl(hop);
+  if (!url.ok()) return url.status();
+  const uint16_t port = UrlPort(*url);
+  const auto& ports = t->options->tcp_ports;
+  if (!ports.empty() && std::find(ports.begin(), ports.end(), port) == ports.end())
+    return Status::Permanent(PortNotAllowed(port, url->DisplayHost(), ports));
+  t->pin.reset();
+  curl_easy_setopt(t->curl, CURLOPT_CONNECT_TO, nullptr);
+  if (t->options->allow_private) return Status::Ok();
+  const std::string& prefix = t->hooks->log_prefix;
+  if (Result<AddressClass> literal = ClassifyAddress(url->host); literal.ok()) {
+    if (*literal == AddressClass::kPublic) return Status::Ok();  // nothing to resolve
+    LOG_DEBUG("%s: refused %s through the proxy (%s)", prefix.c_str(), url->DisplayHost().c_str(),
+              AddressClassName(*literal));
+    return Status::Permanent(DestinationNotAllowed(*url, "download.allow_private"));
+  }
+  for (char ch : url->host) {
+    if (static_cast<unsigned char>(ch) >= 0x80)
+      return Status::Permanent("host " + url->DisplayHost() +
+                               " is not plain ASCII and cannot be checked before it goes to "
+                               "download.proxy (set download.allow_private to allow)");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(url->host.c_str(), nullptr, &hints, &res);
+  AddrInfoPtr hold(res);
+  if (rc != 0)
+    return Status::Transient("cannot resolve " + url->DisplayHost() + " (" + gai_strerror(rc) +
+                             "; the destination is checked before it goes to download.proxy)");
+  for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    std::string text;
+    AddressClass c = ClassifySockaddr(a->ai_addr, a->ai_addrlen, &text);
+    if (c != AddressClass::kPublic) {
+      LOG_DEBUG("%s: %s: not pinning %s (%s)", prefix.c_str(), url->DisplayHost().c_str(),
+                text.c_str(), AddressClassName(c));
+      continue;
+    }
+    std::string entry = "::" + (a->ai_family == AF_INET6 ? "[" + text + "]" : text) + ":";
+    t->pin.reset(curl_slist_append(nullptr, entry.c_str()));
+    if (!t->pin) return Status::Transient("out of memory pinning the destination");
+    if (CURLcode set = curl_easy_setopt(t->curl, CURLOPT_CONNECT_TO, t->pin.get()); set != CURLE_OK)
+      return Status::Transient(std::string("curl_easy_setopt(CURLOPT_CONNECT_TO): ") +
+                               curl_easy_strerror(set));
+    LOG_DEBUG("%s: %s pinned to %s through the proxy", prefix.c_str(),
+              url->DisplayHost().c_str(), text.c_str());
+    return Status::Ok();
+  }
+  return Status::Permanent(DestinationNotAllowed(*url, "download.allow_private"));
+}
+
+bool SameOrigin(const Url& a, const Url& b) {
+  return a.scheme == b.scheme && Lower(a.host) == Lower(b.host) && UrlPort(a) == UrlPort(b);
+}
+
+// ---------------------------------------------------------------------------
 
 // How a libcurl error that no callback explained is classified.
 Status FromCurlCode(CURLcode rc, const Transfer& t, const char* errbuf) {
@@ -447,6 +732,23 @@ Status FromCurlCode(CURLcode rc, const Transfer& t, const char* errbuf) {
     return Status::Permanent(t.hostkey_error);
   std::string msg = errbuf[0] != '\0' ? Trim(errbuf) : curl_easy_strerror(rc);
   msg = Printable(RedactUrl(msg), 300);
+  if (t.proxied) {
+    // The proxy's own trouble: transient, and worded without its address
+    // (the error column is the user's; the details go to our log).
+    const char* what = nullptr;
+    if (rc == CURLE_COULDNT_RESOLVE_PROXY) what = "cannot resolve the proxy";
+    else if (rc == CURLE_COULDNT_CONNECT && t.proxy_socket) what = "cannot connect to the proxy";
+    else if (msg.find("CONNECT tunnel failed") != std::string::npos) what = "the proxy refused the tunnel";
+#if LIBCURL_VERSION_NUM >= 0x074900  // CURLE_PROXY: 7.73.0
+    else if (rc == CURLE_PROXY) what = "the proxy failed";
+#endif
+    if (what != nullptr) {
+      LOG_WARN("%s: download.proxy: %s", t.hooks->log_prefix.c_str(), msg.c_str());
+      size_t response = msg.find("response ");
+      std::string code = response == std::string::npos ? "" : " (" + msg.substr(response) + ")";
+      return Status::Transient(std::string("download.proxy: ") + what + code);
+    }
+  }
   switch (rc) {
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
@@ -475,9 +777,15 @@ CURLcode g_curl_init = CURLE_FAILED_INIT;
 // ---------------------------------------------------------------------------
 // PartFile
 
-Status PartFile::Reserve(const FetchTarget& target, bool* busy) {
+Status PartFile::Reserve(const FetchTarget& target, bool* busy, const DownloadIdentity* resume) {
   *busy = false;
   Discard();
+  has_identity_ = resume != nullptr;
+  identity_ = resume != nullptr ? *resume : DownloadIdentity{};
+  resume_from_ = 0;
+  resume_validator_ = PartValidator{};
+  resume_note_.clear();
+  rewound_ = false;
   for (const std::string& seg : target.dirs) {
     if (!IsSafePathSegment(seg))
       return Status::Permanent("unsafe directory name \"" + Printable(seg) + "\"");
@@ -519,14 +827,151 @@ Status PartFile::Reserve(const FetchTarget& target, bool* busy) {
         named.st_ino != held.st_ino || named.st_dev != held.st_dev) {
       continue;  // renamed or removed by the previous holder: open again
     }
-    if (ftruncate(fd.get(), 0) != 0) return Err("truncating " + PartPath(), errno);
     dir_ = std::move(dir);
     fd_ = std::move(fd);
-    written_ = 0;
-    flushed_ = 0;
+    // The bytes an earlier try of this download kept, or none (truncated).
+    const uint64_t keep = LoadResume(resume);
+    Status positioned = Status::Ok();
+    if (keep == 0 && ftruncate(fd_.get(), 0) != 0) positioned = Err("truncating " + PartPath(), errno);
+    if (keep > 0 && lseek(fd_.get(), static_cast<off_t>(keep), SEEK_SET) < 0)
+      positioned = Err("seeking in " + PartPath(), errno);
+    if (!positioned.ok()) {
+      fd_.Reset();  // not unlinked: as before the lock was ours
+      dir_.Reset();
+      return positioned;
+    }
+    written_ = keep;
+    flushed_ = keep;
+    resume_from_ = keep;
     return Status::Ok();
   }
   return Status::Transient("cannot get a stable " + PartPath());
+}
+
+// The sidecar describes the .part only while no try holds its lock: it is
+// removed as soon as it is read, and written again only by Keep().
+uint64_t PartFile::LoadResume(const DownloadIdentity* id) {
+  const std::string meta = part_ + kPartMetaSuffix;
+  std::string text;
+  UniqueFd in(openat(dir_.get(), meta.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  const bool found = in.valid();
+  if (found) {
+    char buf[4097];  // a sidecar is at most 4096 bytes; more is refused
+    size_t have = 0;
+    while (have < sizeof buf) {
+      ssize_t n = read(in.get(), buf + have, sizeof buf - have);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    text.assign(buf, have);
+    in.Reset();
+  }
+  for (const std::string& name : {meta, meta + ".tmp"}) {
+    if (unlinkat(dir_.get(), name.c_str(), 0) != 0 && errno != ENOENT)
+      LOG_WARN("cannot remove %s/%s: %s", dir_path_.c_str(), name.c_str(), std::strerror(errno));
+  }
+  struct stat st {};
+  if (id == nullptr || fstat(fd_.get(), &st) != 0 || st.st_size == 0) return 0;
+  if (!found) {
+    resume_note_ = "no validator was kept with it";
+    return 0;
+  }
+  Result<PartMeta> saved = ParsePartMeta(text);
+  if (!saved.ok()) {
+    resume_note_ = saved.status().message();
+    return 0;
+  }
+  std::string why = ResumeRefusal(*saved, *id, static_cast<int64_t>(time(nullptr)),
+                                  static_cast<uint64_t>(st.st_size));
+  if (why.empty()) {
+    if (Status head = CheckHead(); !head.ok()) why = "its header: " + head.message();
+  }
+  if (!why.empty()) {
+    resume_note_ = why;
+    return 0;
+  }
+  resume_validator_ = saved->validator;
+  return saved->length;
+}
+
+Status PartFile::Keep(const PartValidator& v, uint64_t length) {
+  if (!fd_.valid() || committed_ || !has_identity_)
+    return Status::Transient("internal error: no .part to keep for a download");
+  Result<uint64_t> size = Size();
+  if (!size.ok()) return size.status();
+  if (length > *size)
+    return Status::Transient(PartPath() + ": " + std::to_string(length) +
+                             " bytes reported written, " + std::to_string(*size) + " there");
+  if (Status st = TruncateTo(length); !st.ok()) return st;
+  if (fsync(fd_.get()) != 0) return Err("fsync " + PartPath(), errno);
+  PartMeta m;
+  m.image_id = identity_.image_id;
+  m.source_digest = SourceDigest(identity_.source);
+  m.saved_at = static_cast<int64_t>(time(nullptr));
+  m.length = length;
+  m.validator = v;
+  const std::string text = FormatPartMeta(m);
+  const std::string meta = part_ + kPartMetaSuffix, tmp = meta + ".tmp";
+  UniqueFd out(
+      openat(dir_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640));
+  if (!out.valid()) return Err("creating " + dir_path_ + "/" + tmp, errno);
+  Status st = Status::Ok();
+  for (size_t off = 0; off < text.size() && st.ok();) {
+    ssize_t n = ::write(out.get(), text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) st = Err("writing " + dir_path_ + "/" + tmp, errno);
+    else off += static_cast<size_t>(n);
+  }
+  if (st.ok() && fsync(out.get()) != 0) st = Err("fsync " + dir_path_ + "/" + tmp, errno);
+  if (st.ok()) st = out.Close().Wrap(dir_path_ + "/" + tmp);
+  if (st.ok() && renameat(dir_.get(), tmp.c_str(), dir_.get(), meta.c_str()) != 0)
+    st = Err("renaming " + dir_path_ + "/" + tmp, errno);
+  if (!st.ok()) {
+    unlinkat(dir_.get(), tmp.c_str(), 0);
+    return st;
+  }
+  if (fsync(dir_.get()) != 0) LOG_WARN("fsync %s: %s", dir_path_.c_str(), std::strerror(errno));
+  // The lock goes with the descriptor; the .part and its sidecar stay.
+  fd_.Reset();
+  dir_.Reset();
+  return Status::Ok();
+}
+
+Result<uint64_t> PartFile::Size() const {
+  struct stat st {};
+  if (fstat(fd_.get(), &st) != 0) return Err("fstat " + PartPath(), errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Status PartFile::TruncateTo(uint64_t length) {
+  Result<uint64_t> size = Size();
+  if (!size.ok()) return size.status();
+  if (*size > length && ftruncate(fd_.get(), static_cast<off_t>(length)) != 0)
+    return Err("truncating " + PartPath(), errno);
+  return Status::Ok();
+}
+
+Status PartFile::CheckHead() const {
+  char head[kQcow2CheckBytes];
+  size_t have = 0;
+  while (have < sizeof head) {
+    ssize_t n = pread(fd_.get(), head + have, sizeof head - have, static_cast<off_t>(have));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err("reading " + PartPath(), errno);
+    if (n == 0) break;
+    have += static_cast<size_t>(n);
+  }
+  return CheckQcow2Header(std::string_view(head, have));
+}
+
+Status PartFile::Rewind() {
+  if (lseek(fd_.get(), 0, SEEK_SET) < 0) return Err("seeking in " + PartPath(), errno);
+  written_ = 0;
+  flushed_ = 0;
+  resume_from_ = 0;
+  rewound_ = true;
+  return Status::Ok();
 }
 
 Status PartFile::Write(const char* data, size_t len) {
@@ -552,16 +997,7 @@ Result<uint64_t> PartFile::Verify(uint64_t max_bytes) const {
   if (max_bytes > 0 && static_cast<uint64_t>(st.st_size) > max_bytes)
     return Status::Permanent("image larger than the " + std::to_string(max_bytes) +
                              "-byte limit");
-  char head[kQcow2CheckBytes];
-  size_t have = 0;
-  while (have < sizeof head) {
-    ssize_t n = pread(fd_.get(), head + have, sizeof head - have, static_cast<off_t>(have));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Err("reading " + PartPath(), errno);
-    if (n == 0) break;
-    have += static_cast<size_t>(n);
-  }
-  if (Status check = CheckQcow2Header(std::string_view(head, have)); !check.ok()) return check;
+  if (Status check = CheckHead(); !check.ok()) return check;
   return static_cast<uint64_t>(st.st_size);
 }
 
@@ -571,6 +1007,47 @@ Status PartFile::CheckStore() const {
   if (vfs.f_flag & ST_RDONLY) return Err("writing " + PartPath(), EROFS);
   if (fsync(fd_.get()) != 0) return Err("fsync " + PartPath(), errno);
   return Status::Ok();
+}
+
+Status PartFile::ConfirmNoSpace(const StoreConfig& store, uint64_t needed) const {
+  Result<StoreSpace> space = GetStoreSpace(fd_.get(), store);
+  if (!space.ok()) return space.status();
+  const std::string& where = store.path.empty() ? dir_path_ : store.path;
+  if (Status st = CheckStoreSpace(*space, needed + kSpaceSlack, where); !st.ok()) {
+    // Said with what the download still had to write, not the slack.
+    Status plain = CheckStoreSpace(*space, needed, where);
+    return plain.ok() ? st : plain;
+  }
+  // An exhausted quota does not show in statvfs: try to allocate.
+  struct stat st {};
+  if (fstat(fd_.get(), &st) != 0) return Err("fstat " + PartPath(), errno);
+  int rc = fallocate(fd_.get(), 0, st.st_size, static_cast<off_t>(kSpaceSlack));
+  if (rc != 0 && (errno == ENOSPC || errno == EDQUOT))
+    return Status::Unavailable("store " + where + ": " + std::strerror(errno) +
+                               " (allocating 1 MiB); downloads wait");
+  if (rc == 0 && ftruncate(fd_.get(), st.st_size) != 0) return Err("truncating " + PartPath(), errno);
+  return Status::Ok();
+}
+
+Result<StoreSpace> GetStoreSpace(int fd, const StoreConfig& store) {
+  struct statvfs vfs {};
+  if (fstatvfs(fd, &vfs) != 0)
+    return Status::FromErrno("statvfs " + store.path, errno, Status::Kind::kUnavailable);
+  StoreSpace s;
+  s.total = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+  s.avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  s.floor = store.path.empty() ? 0 : store.MinFreeBytes(s.total);  // no store: no floor
+  return s;
+}
+
+Status CheckStoreSpace(const StoreSpace& space, uint64_t needed, const std::string& path) {
+  if (space.avail >= space.floor && space.avail - space.floor >= needed) return Status::Ok();
+  std::string free = HumanBytes(static_cast<double>(space.avail)) + " free, ";
+  std::string floor = "min_free " + HumanBytes(static_cast<double>(space.floor));
+  if (needed == 0) return Status::Unavailable("store " + path + ": " + free + "below " + floor + "; downloads wait");
+  return Status::Unavailable("store " + path + ": " + free +
+                             HumanBytes(static_cast<double>(needed)) +
+                             " more needed by an image, plus " + floor + "; downloads wait");
 }
 
 Status PartFile::Commit() {
@@ -600,10 +1077,9 @@ std::string PartFile::PartPath() const { return dir_path_ + "/" + part_; }
 
 Status PartFile::Err(const std::string& what, int err) {
   // The store is our dependency, not the user's: the job waits for it
-  // without an attempt counted. A full disk or quota may be this image's
-  // own doing (too big for what is left), so that one counts.
-  bool full = err == ENOSPC || err == EDQUOT;
-  return Status::FromErrno(what, err, full ? Status::Kind::kTransient : Status::Kind::kUnavailable);
+  // without an attempt counted, a full disk or quota included (an image
+  // too large for the store as a whole is refused before: CheckSpace).
+  return Status::FromErrno(what, err, Status::Kind::kUnavailable);
 }
 
 // Asks the kernel to start writing the newest window and waits for the one
@@ -689,6 +1165,24 @@ Result<FetchOptions> FetchOptionsFromConfig(const Config& config) {
     // so the blob carries the system bundle too.
     o.ca_bundle = SystemCaBundle() + "\n" + extra + "\n";
   }
+  o.store = config.store;
+  if (!config.download.proxy.empty()) {
+    // Validated when the configuration was read; the message never
+    // carries the password.
+    Result<Url> proxy = ParseUrl(config.download.proxy);
+    if (!proxy.ok()) return proxy.status().Wrap("download.proxy");
+    const Url& p = *proxy;
+    // libcurl's defaults: 443 for an https proxy, 1080 for the others.
+    o.proxy_port = p.port > 0 && p.port < 65536 ? static_cast<uint16_t>(p.port)
+                                                : (p.scheme == "https" ? 443 : 1080);
+    o.proxy_host = p.host;
+    o.proxy = p.scheme + "://" + (p.ipv6 ? "[" + p.host + "]" : p.host) + ":" +
+              std::to_string(o.proxy_port);
+    o.proxy_has_user = p.has_user;
+    o.proxy_user = p.username;
+    o.proxy_password = p.password;
+    o.no_proxy = config.download.no_proxy;
+  }
   return o;
 }
 
@@ -700,9 +1194,7 @@ std::string FetchContext(const std::string& url_text) {
 std::vector<uint16_t> DownloadPorts(const std::string& url_text) {
   Result<Url> url = ParseUrl(url_text);
   if (!url.ok()) return {};
-  uint16_t own = 0;
-  if (url->port > 0 && url->port < 65536) own = static_cast<uint16_t>(url->port);
-  else own = url->scheme == "https" ? 443 : url->scheme == "sftp" ? 22 : 80;
+  uint16_t own = UrlPort(*url);
   std::vector<uint16_t> ports;
   if (own != 0) ports.push_back(own);
   if (url->scheme != "sftp") {
@@ -734,6 +1226,21 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   t.file = file;
   t.curl = curl.get();
   t.http = url.scheme != "sftp";
+  t.proxied = !options.proxy.empty();
+  if (t.proxied) {
+    if (Status st = ResolveProxy(&t); !st.ok()) return fail(st);
+  }
+  if (file->resume_from() > 0) {
+    // Continuing kept bytes: their header is checked before anything more
+    // is written, as a fresh body's is.
+    if (Status head = file->CheckHead(); head.ok()) {
+      t.resume_from = t.bytes = file->resume_from();
+      t.saved = file->resume_validator();
+      t.head_ok = true;
+    } else if (Status st = file->Rewind(); !st.ok()) {
+      return fail(st);
+    }
+  }
   char errbuf[CURL_ERROR_SIZE] = "";
 
   std::string plain_url = url.WithoutUserinfo();
@@ -773,7 +1280,19 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   DJINN_SETOPT(CURLOPT_URL, plain_url.c_str());
   DJINN_SETOPT(CURLOPT_PROTOCOLS_STR, "http,https,sftp");
   DJINN_SETOPT(CURLOPT_NOSIGNAL, 1L);
-  DJINN_SETOPT(CURLOPT_PROXY, "");  // ignore *_proxy from the environment
+  // download.proxy or none; never *_proxy from the environment.
+  DJINN_SETOPT(CURLOPT_PROXY, options.proxy.c_str());
+  if (t.proxied) {
+    DJINN_SETOPT(CURLOPT_NOPROXY, options.no_proxy.c_str());  // "" also ignores no_proxy
+    // Every scheme through a CONNECT tunnel (HTTP proxies; SOCKS ones
+    // tunnel anyway): the proxy is asked for the pinned address.
+    DJINN_SETOPT(CURLOPT_HTTPPROXYTUNNEL, 1L);
+    DJINN_SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // not the image's headers
+    if (options.proxy_has_user) {
+      DJINN_SETOPT(CURLOPT_PROXYUSERNAME, options.proxy_user.c_str());
+      DJINN_SETOPT(CURLOPT_PROXYPASSWORD, options.proxy_password.c_str());
+    }
+  }
   DJINN_SETOPT(CURLOPT_TIMEOUT, static_cast<long>(options.timeout_seconds));
   DJINN_SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   DJINN_SETOPT(CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
@@ -794,7 +1313,7 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   if (t.http) {
     DJINN_SETOPT(CURLOPT_HEADERFUNCTION, OnHeader);
     DJINN_SETOPT(CURLOPT_HEADERDATA, &t);
-    DJINN_SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
+    DJINN_SETOPT(CURLOPT_FOLLOWLOCATION, t.proxied ? 0L : 1L);  // proxied: hop by hop, below
     DJINN_SETOPT(CURLOPT_MAXREDIRS, options.max_redirects);
     DJINN_SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     DJINN_SETOPT(CURLOPT_USERAGENT, "djinn-consumer/" DJINN_VERSION);
@@ -812,12 +1331,77 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   curl_blob ca{const_cast<char*>(options.ca_bundle.data()), options.ca_bundle.size(),
                CURL_BLOB_NOCOPY};
   if (!options.ca_bundle.empty() && t.http) DJINN_SETOPT(CURLOPT_CAINFO_BLOB, &ca);
+  if (!options.ca_bundle.empty() && t.proxied) DJINN_SETOPT(CURLOPT_PROXY_CAINFO_BLOB, &ca);
+  // Resuming: the rest of the kept bytes' content. http: CURLOPT_RANGE,
+  // not CURLOPT_RESUME_FROM_LARGE, which makes libcurl fail a 200 answer
+  // (CURLE_RANGE_ERROR) where we take it and write from byte 0.
+  std::string range = std::to_string(t.resume_from) + "-";
+  CurlSlistPtr if_range;
+  if (t.resume_from > 0 && t.http) {
+    if_range.reset(curl_slist_append(nullptr, ("If-Range: " + t.saved.IfRange()).c_str()));
+    if (!if_range) return fail(Status::Transient("out of memory (If-Range)"));
+    DJINN_SETOPT(CURLOPT_RANGE, range.c_str());
+    DJINN_SETOPT(CURLOPT_HTTPHEADER, if_range.get());
+  }
+  if (!t.http) {
+    DJINN_SETOPT(CURLOPT_FILETIME, 1L);  // the remote mtime: half the sftp validator
+    if (t.resume_from > 0)
+      DJINN_SETOPT(CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(t.resume_from));
+  }
 #undef DJINN_SETOPT
   if (rc != CURLE_OK)
     return fail(Status::Transient(std::string("curl_easy_setopt(") + failed_opt +
                                   "): " + curl_easy_strerror(rc)));
 
-  rc = curl_easy_perform(c);
+  // Through a proxy, redirects are followed here: each hop's destination
+  // is checked and pinned before it is connected to (PinDestination).
+  std::string hop_url = plain_url;
+  bool own_credentials = url.has_user;
+  for (;;) {
+    if (t.proxied) {
+      if (Status st = PinDestination(&t, hop_url); !st.ok()) {
+        t.Fail(st);
+        break;
+      }
+    }
+    t.follow_pending = false;
+    rc = curl_easy_perform(c);
+    if (!t.proxied || rc != CURLE_OK || !t.failure.ok() || !t.follow_pending) break;
+    char* next = nullptr;
+    if (curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &next) != CURLE_OK || next == nullptr) {
+      t.follow_pending = false;  // reported below as a redirect not followed
+      break;
+    }
+    Result<Url> hop = ParseUrl(next);
+    if (!hop.ok()) {
+      t.Fail(Status::Permanent("redirect to a malformed URL (" + hop.status().message() + ")"));
+      break;
+    }
+    hop_url = hop->WithoutUserinfo();
+    // The URL's credentials go to its own scheme, host and port only.
+    if (own_credentials && !SameOrigin(url, *hop)) {
+      own_credentials = false;
+      curl_easy_setopt(c, CURLOPT_USERNAME, nullptr);
+      curl_easy_setopt(c, CURLOPT_PASSWORD, nullptr);
+    }
+    if (CURLcode r = curl_easy_setopt(c, CURLOPT_URL, hop_url.c_str()); r != CURLE_OK) {
+      t.Fail(Status::Transient(std::string("curl_easy_setopt(CURLOPT_URL): ") +
+                               curl_easy_strerror(r)));
+      break;
+    }
+  }
+  // Resuming: an sftp file with nothing left to send is checked here; kept
+  // bytes that cannot be continued are written anew, once, in this try.
+  if (!t.http && rc == CURLE_OK && t.failure.ok()) t.CheckSftpValidator();
+  if (t.resume_from > 0 && t.failure.ok() &&
+      (!t.start_over.empty() || rc == CURLE_BAD_DOWNLOAD_RESUME)) {
+    LOG_INFO("%s: not resuming at byte %" PRIu64 ": %s; starting over from byte 0",
+             hooks.log_prefix.c_str(), t.resume_from,
+             t.start_over.empty() ? "the remote file is shorter now" : t.start_over.c_str());
+    curl.reset();
+    if (Status st = file->Rewind(); !st.ok()) return fail(st);
+    return FetchBody(url_text, file, options, hooks);
+  }
   if (rc == CURLE_OK && t.failure.ok()) {
     if (!t.head_ok) {
       // Shorter than the header: the check explains what it lacks.
@@ -837,11 +1421,18 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   Status outcome = t.failure;
   if (outcome.ok() && rc != CURLE_OK) outcome = FromCurlCode(rc, t, errbuf);
   if (!outcome.ok()) {
+    if (outcome.unavailable() && hooks.space_short) {
+      // The store (full, or failing): what this image still needed.
+      hooks.space_short(t.total > t.bytes ? t.total - t.bytes : t.space_needed);
+    }
     char* effective = nullptr;
     std::string where = context;
-    if (t.http && t.redirects > 0 &&
-        curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &effective) == CURLE_OK && effective &&
-        plain_url != effective) {
+    if (t.proxied) {
+      if (hop_url != plain_url)
+        where += " (redirected to " + ShownUrl(Printable(RedactUrl(hop_url), kMaxShownUrl)) + ")";
+    } else if (t.http && t.redirects > 0 &&
+               curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &effective) == CURLE_OK && effective &&
+               plain_url != effective) {
       where += " (redirected to " + ShownUrl(Printable(RedactUrl(effective), kMaxShownUrl)) + ")";
     }
     return outcome.Wrap(where);
@@ -849,6 +1440,7 @@ Result<FetchResult> FetchBody(const std::string& url_text, PartFile* file,
   UpdateProgress(&t, true);
   FetchResult r;
   r.bytes = t.bytes;
+  r.resumed_from = t.resume_from;
   r.seconds = std::chrono::duration<double>(Clock::now() - t.start).count();
   r.path = file->path();
   return r;

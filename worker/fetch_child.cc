@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -21,9 +22,11 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "common/log.h"
+#include "common/qcow2.h"
 #include "common/sandbox.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
@@ -159,12 +162,18 @@ Status Probe(const std::string& probe) {
     _exit(0);
   }
   Log::ClearSecrets();  // its copies are zeroed; nothing left to scrub
+  // ...but the proxy's password, which it keeps to use (never scrubbed:
+  // FetchConfined leaves it out of confine.secrets).
+  if (!options.proxy_password.empty()) Log::AddSecret(options.proxy_password);
   InstallSigsysReporter(report);
 
   DownloadSandbox box;  // no rw_dirs: writes go through the inherited .part fd only
   box.ro_paths = DownloadReadPaths({options.known_hosts});
   box.tcp_connect_ports = options.tcp_ports;
-  if (!box.tcp_connect_ports.empty()) box.tcp_connect_ports.push_back(kDnsPort);
+  if (!box.tcp_connect_ports.empty()) {
+    box.tcp_connect_ports.push_back(kDnsPort);
+    if (!options.proxy.empty()) box.tcp_connect_ports.push_back(options.proxy_port);
+  }
   if (confine.address_space_headroom > 0)
     box.address_space = AddressSpaceNow() + confine.address_space_headroom;
   std::string notes;
@@ -187,14 +196,23 @@ Status Probe(const std::string& probe) {
     if (!confine.probe.empty()) {
       outcome = Probe(confine.probe).Wrap(context);
     } else {
-      FetchHooks mine{hooks.log_prefix,
-                      [report](const std::string& progress) {
-                        WriteAll(report, "P" + OneLine(progress) + "\n");
-                      },
-                      nullptr};
+      FetchHooks mine;
+      mine.log_prefix = hooks.log_prefix;
+      mine.set_progress = [report](const std::string& progress) {
+        WriteAll(report, "P" + OneLine(progress) + "\n");
+      };
+      mine.space_short = [report](uint64_t needed) {
+        WriteAll(report, "N" + std::to_string(needed) + "\n");
+      };
+      mine.validator = [report](const PartValidator& v, bool restarted) {
+        WriteAll(report, "V" + OneLine(EncodeValidatorReport(v, restarted)) + "\n");
+      };
       Result<FetchResult> got = FetchBody(url, file, options, mine);
       outcome = got.status();
       if (got.ok()) bytes = got->bytes;
+      // How much of the file is the body, from byte 0 (the rest, if any,
+      // is what a rewound file held before).
+      WriteAll(report, "L" + std::to_string(file->written()) + "\n");
     }
   } catch (const std::bad_alloc&) {
     outcome = Status::Transient("download process ran out of memory (address space limit " +
@@ -212,6 +230,12 @@ struct ChildReport {
   uint64_t bytes = 0;
   int sigsys = -1;  // the refused system call's number
   bool confined = false;       // "C" seen: later lines may be a hostile child's
+  uint64_t space_needed = 0;   // "N": bytes the image still needed (claimed)
+  // Resuming: "V" the validator of the body being written (restarted: the
+  // file was rewound to byte 0), "L" the file's leading bytes that are body.
+  std::optional<PartValidator> validator;
+  bool restarted = false;
+  std::optional<uint64_t> length;
   bool result_confined = false;  // the result came after "C"
 };
 
@@ -223,6 +247,16 @@ void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks
     rep->confined = true;
   } else if (tag == 'P') {
     if (hooks.set_progress) hooks.set_progress(Printable(line, 40));
+  } else if (tag == 'N') {
+    rep->space_needed = std::strtoull(std::string(line.substr(0, 20)).c_str(), nullptr, 10);
+  } else if (tag == 'V') {
+    bool restarted = false;
+    std::optional<PartValidator> v = DecodeValidatorReport(line, &restarted);
+    rep->validator = v ? *v : PartValidator{};  // garbled: nothing to keep
+    rep->restarted = rep->restarted || restarted;
+  } else if (tag == 'L' && !rep->length && !line.empty() && line.size() <= 20 &&
+             line.find_first_not_of("0123456789") == std::string_view::npos) {
+    rep->length = std::strtoull(std::string(line).c_str(), nullptr, 10);
   } else if (tag == 'S') {
     rep->sigsys = std::atoi(std::string(line.substr(0, 10)).c_str());
   } else if (tag == 'R' && !rep->have_result) {
@@ -271,17 +305,65 @@ std::string DescribeExit(int status) {
   return "exited with status " + std::to_string(WEXITSTATUS(status)) + " without a report";
 }
 
+// After a failure: the .part kept for the next try (fetch.h "Resuming")
+// when the job will have one, the failure is not the image's fault and
+// the leading bytes and their validator are known; else removed.
+void KeepOrDiscard(PartFile* file, const Status& failure, const ChildReport& rep,
+                   const std::string& prefix) {
+  if (!file->reserved()) return;
+  if (failure.permanent() || !file->keep_on_failure()) {
+    file->Discard();
+    return;
+  }
+  // No "V": nothing new was written, the kept bytes' own validator holds.
+  PartValidator v = rep.validator ? *rep.validator : file->resume_validator();
+  std::optional<uint64_t> length = rep.length;
+  if (!length && !rep.restarted) {
+    // The process died without its word. Without a rewind the file is the
+    // body's first bytes: what was written, in order.
+    Result<uint64_t> size = file->Size();
+    if (size.ok()) length = *size;
+  }
+  if (!v.Usable() || !length || *length < kQcow2CheckBytes) {
+    file->Discard();
+    return;
+  }
+  const std::string path = file->path();
+  if (Status kept = file->Keep(v, *length); !kept.ok()) {
+    LOG_WARN("%s: cannot keep the partial download for the next try: %s", prefix.c_str(),
+             kept.message().c_str());
+    file->Discard();
+    return;
+  }
+  LOG_INFO("%s: kept the first %" PRIu64 " bytes of %s for the next try (%s)", prefix.c_str(),
+           *length, path.c_str(), v.Describe().c_str());
+}
+
 }  // namespace
 
 Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
                                   const FetchOptions& options, const FetchHooks& hooks,
                                   const ConfineOptions& confine) {
   const std::string context = FetchContext(url);
+  ChildReport rep;
   auto fail = [&](const Status& st) -> Result<FetchResult> {
-    file->Discard();
+    KeepOrDiscard(file, st, rep, hooks.log_prefix);
     return st;
   };
   if (!file->reserved()) return fail(Status::Transient("internal error: target not reserved").Wrap(context));
+  // A store already below its floor: the job waits (no process started).
+  if (!options.store.path.empty()) {
+    Result<StoreSpace> space = GetStoreSpace(file->fd(), options.store);
+    Status room = space.ok() ? CheckStoreSpace(*space, 0, options.store.path) : space.status();
+    if (!room.ok()) return fail(room);
+  }
+  // The child keeps the proxy's password (it authenticates with it): not
+  // scrubbed, whichever configured secret it equals.
+  ConfineOptions confined = confine;
+  if (!options.proxy_password.empty()) {
+    auto& v = confined.secrets;
+    v.erase(std::remove(v.begin(), v.end(), options.proxy_password), v.end());
+  }
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
     return fail(Status::FromErrno("cannot start the download process: pipe", errno,
@@ -295,10 +377,9 @@ Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
     return fail(Status::FromErrno("cannot start the download process: fork", errno,
                                   Status::Kind::kUnavailable)
                     .Wrap(context));
-  if (pid == 0) ChildMain(worker, to_parent.get(), url, file, options, hooks, confine);
+  if (pid == 0) ChildMain(worker, to_parent.get(), url, file, options, hooks, confined);
   to_parent.Reset();
 
-  ChildReport rep;
   std::string pending;
   bool killed = false;
   auto deadline = start + std::chrono::seconds(options.timeout_seconds + kTimeoutSlackSeconds);
@@ -369,11 +450,23 @@ Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
     // believed only when the store fails for the worker too, so that a
     // hostile child cannot hold a job (and the worker) back forever.
     if (Status store = file->CheckStore(); !store.ok()) return fail(store.Wrap(context));
+    // A store without room: the worker's own statvfs (and an allocation)
+    // must agree. What the child says the image still needed is believed
+    // up to the size limit: a hostile child can make its job wait only
+    // while the store is that close to its floor.
+    uint64_t needed = rep.space_needed;
+    if (options.max_bytes > 0) needed = std::min(needed, options.max_bytes);
+    if (Status space = file->ConfirmNoSpace(options.store, needed); !space.ok())
+      return fail(space);
     return fail(Status::Transient(rep.result.message() +
                                   " (the store answers: counted as a failed attempt)"));
   }
   if (!rep.result.ok()) return fail(rep.result);
 
+  // A body rewritten from byte 0 may be shorter than what the file held.
+  if (rep.length) {
+    if (Status st = file->TruncateTo(*rep.length); !st.ok()) return fail(st.Wrap(context));
+  }
   Result<uint64_t> size = file->Verify(options.max_bytes);
   if (!size.ok()) return fail(size.status().Wrap(context));
   if (Status st = file->Commit(); !st.ok()) return fail(st.Wrap(context));
@@ -381,6 +474,7 @@ Result<FetchResult> FetchConfined(const std::string& url, PartFile* file,
   r.bytes = *size;
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   r.path = file->path();
+  r.resumed_from = rep.restarted ? 0 : file->resume_from();
   return r;
 }
 

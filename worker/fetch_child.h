@@ -17,18 +17,27 @@
 //     can neither replace the .part file nor touch the user's other
 //     images) and reads of only what TLS and name resolution need (with
 //     ABI >= 4, TCP connects only to the source's port, 80/443 for
-//     http(s), and 53 for DNS over TCP); and a seccomp allow-list; on top
-//     of the worker's own sandbox;
+//     http(s), 53 for DNS over TCP and download.proxy's port); and a
+//     seccomp allow-list; on top of the worker's own sandbox;
 //   - PR_SET_PDEATHSIG SIGKILL: it dies with its worker.
 //
 // The child reports over the pipe, one line each: "C" once it is confined,
-// "P<progress>" (the worker shows it in its process title) and
-// "R<kind> <bytes> <message>" at the end. The worker treats every byte
+// "P<progress>" (the worker shows it in its process title), "N<bytes>"
+// before a report that the store failed or has no room (what the image
+// still needed), "V<validator>" before it writes a body (resuming:
+// worker/part_resume.h EncodeValidatorReport), "L<bytes>" (the file's
+// leading bytes that are the body) and "R<kind> <bytes> <message>" at the
+// end. After a failure that is not permanent, on a try that is not the
+// job's last, the worker keeps the .part with that validator for the next
+// try (fetch.h "Resuming"); a child that died without "L" leaves its
+// file's size as the length, unless it had rewound the file. The worker treats every byte
 // after "C" as untrusted (a compromised child): lines are bounded, kinds
 // checked, messages made printable; an "unavailable" outcome (which would
 // give the job back without counting an attempt) is believed only when
-// the worker's own look at the store (PartFile::CheckStore) finds it
-// failing, else it counts as a transient failure; and the file is checked
+// the worker's own look at the store (PartFile::CheckStore, and
+// PartFile::ConfirmNoSpace with the "N" figure capped by the size limit)
+// finds it failing or without room, else it counts as a transient
+// failure; and the file is checked
 // again (PartFile::Verify: the same inode, its header, its size) before it
 // is committed.
 //
@@ -38,7 +47,12 @@
 //   - the child died otherwise (a signal, out of memory, no report):
 //     kTransient "download process died (<how>)";
 //   - it ran past download.timeout + 30 s: killed, kTransient;
-//   - fork failed (RLIMIT_NPROC, memory): kUnavailable, ours.
+//   - fork failed (RLIMIT_NPROC, memory): kUnavailable, ours;
+//   - the store already below store.images.min_free (the worker looks
+//     before forking): kUnavailable, no child started.
+//
+// Secrets: the proxy's password (download.proxy) is the one configured
+// secret the child keeps, and keeps out of its log (Log::AddSecret).
 #ifndef DJINN_WORKER_FETCH_CHILD_H_
 #define DJINN_WORKER_FETCH_CHILD_H_
 

@@ -20,7 +20,10 @@
 #include "common/payload.h"
 #include "common/pg.h"
 #include "common/proctitle.h"
+#include "common/redis.h"
 #include "common/sandbox.h"
+#include "common/unique_fd.h"
+#include "worker/fetch.h"
 
 namespace djinn {
 namespace {
@@ -31,6 +34,8 @@ constexpr int kWorkerRedisTimeoutMs = 5000;
 // doubling up to the cap, while the others wait in the queue.
 constexpr int64_t kHoldBackMinMs = 1000;
 constexpr int64_t kHoldBackMaxMs = 30000;
+// Held back with the store below its floor: how often it is looked at.
+constexpr int64_t kStoreLookMs = 1000;
 // An orphan (master gone) heartbeats its own consumer key this often while
 // it finishes its job: well inside curlyq's 120 s expiry.
 constexpr int64_t kOrphanHeartbeatMs = 5000;
@@ -40,12 +45,16 @@ constexpr uint64_t kProcessHeadroom = 64;
 
 volatile sig_atomic_t g_stop = 0;
 volatile sig_atomic_t g_reopen = 0;
+volatile sig_atomic_t g_resolve = 0;
+// RedisConn::SentinelReconnects() when our inflight set was last recovered.
+uint64_t g_reconnects_seen = 0;
 
 // ---------------------------------------------------------------------
 // SIGNAL HANDLERS: async-signal context. Only set a flag; the loop acts.
 // ---------------------------------------------------------------------
 void OnTerm(int) { g_stop = 1; }
 void OnUsr1(int) { g_reopen = 1; }
+void OnUsr2(int) { g_resolve = 1; }
 
 void InstallWorkerSignals() {
   struct sigaction sa {};
@@ -54,16 +63,27 @@ void InstallWorkerSignals() {
   sigaction(SIGTERM, &sa, nullptr);
   sa.sa_handler = OnUsr1;
   sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = OnUsr2;  // the master heard of a Redis failover
+  sigaction(SIGUSR2, &sa, nullptr);
   // Terminal signals (Ctrl-C goes to the whole process group) and the
   // master's own signals mean nothing to a worker.
   sa.sa_handler = SIG_IGN;
-  for (int s : {SIGINT, SIGQUIT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE, SIGUSR2})
+  for (int s : {SIGINT, SIGQUIT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE})
     sigaction(s, &sa, nullptr);
   sa.sa_handler = SIG_DFL;
   sigaction(SIGCHLD, &sa, nullptr);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+// SIGUSR2: the master heard +switch-master from a sentinel. Our queue
+// connections ask the sentinels again before their next command (the
+// command at hand, a wait of at most idle_wait_ms, ends first).
+void ResolveIfAsked() {
+  if (!g_resolve) return;
+  g_resolve = 0;
+  RedisConn::ResolveAgainAll();
 }
 
 // Closes every inherited fd but stdio, the log and the read end of the
@@ -140,21 +160,26 @@ int Worker::Run() {
   std::string pending_ack;
   while (!g_stop) {
     ReopenLogIfAsked();
+    ResolveIfAsked();
     if (MasterGone()) {
       LOG_WARN("master (pid %d) is gone; leaving", static_cast<int>(p_.master_pid));
       break;
     }
     if (!MayTakeJob()) continue;
-    if (queue_down_) {
+    if (queue_down_ || RedisConn::SentinelReconnects() != g_reconnects_seen) {
       // Back from an outage? The reply of the call that failed may have
       // been lost after Redis ran it: a job taken that we never saw would
       // sit in our inflight set for as long as we live. Give such jobs
       // back before taking more; the one we hold (pending_ack) stays.
+      // Likewise after a silent reconnect through the sentinels: a new
+      // master (failover) may hold a take whose ack never reached it.
       auto recovered = queue_->RecoverInflight(p_.consumer_key, pending_ack);
       if (!recovered.ok()) {
+        QueueDown(recovered.status());
         Backoff();
         continue;
       }
+      g_reconnects_seen = RedisConn::SentinelReconnects();
       if (*recovered > 0)
         LOG_WARN("gave back %lld job(s) taken while the connection broke",
                  static_cast<long long>(*recovered));
@@ -233,7 +258,16 @@ void Worker::KeepAlive() {
 
 bool Worker::MayTakeJob() {
   if (!hold_.on) return true;
-  int64_t wait = hold_.next_trial_ms - MonotonicMs();
+  int64_t now = MonotonicMs();
+  if (hold_.store_full && now >= hold_.next_store_look_ms) {
+    hold_.next_store_look_ms = now + kStoreLookMs;
+    if (!StoreBelowFloor()) {
+      LOG_INFO("store %s has room again; trying a job", config_.store.path.c_str());
+      hold_.store_full = false;
+      return true;
+    }
+  }
+  int64_t wait = hold_.next_trial_ms - now;
   if (wait <= 0) return true;
   // Short naps: a stop, a log reopen or the master's death is seen at once.
   int64_t nap = std::min<int64_t>(wait, 200);
@@ -261,8 +295,18 @@ void Worker::HoldBack(const Envelope& env, const std::string& name, const Status
   }
   hold_.held++;
   hold_.next_trial_ms = now + hold_.delay_ms;
+  hold_.store_full = !p_.webhooks && StoreBelowFloor();
+  hold_.next_store_look_ms = now + kStoreLookMs;
   if (SlotStats* s = p_.scoreboard->Stats(p_.board_index)) s->SetCondition(kConditionHeldBack, true);
-  Title("held back: dependency unavailable");
+  Title(hold_.store_full ? "held back: store full" : "held back: dependency unavailable");
+}
+
+bool Worker::StoreBelowFloor() const {
+  UniqueFd dir(open(config_.store.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return false;  // another trouble: the trials find it
+  Result<StoreSpace> space = GetStoreSpace(dir.get(), config_.store);
+  if (!space.ok()) return false;
+  return !CheckStoreSpace(*space, 0, config_.store.path).ok();
 }
 
 void Worker::DependencyAnswered() {

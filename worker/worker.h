@@ -14,6 +14,9 @@
 // with no attempt counted, and the worker holds back: it waits 1 s, then
 // takes one trial job, doubling the wait up to 30 s while trials keep
 // failing. One line is logged when an outage starts and one when it ends.
+// When the store was below store.images.min_free as the job came back,
+// the worker also looks at it every second and takes the trial as soon as
+// it has room again.
 //
 // The master's death: the worker holds the read end of a pipe whose write
 // end only the master holds (and PR_SET_PDEATHSIG, set again after the
@@ -77,6 +80,8 @@ class Worker {
   void DependencyAnswered();
   // False (after a short sleep) while holding back before the next trial.
   bool MayTakeJob();
+  // The image store below its store.images.min_free (download workers).
+  bool StoreBelowFloor() const;
   bool MasterGone();
   // Called often during a job: notices a vanished master and then keeps
   // our claim on the job alive (or gives up past job_timeout).
@@ -102,6 +107,10 @@ class Worker {
     int64_t delay_ms = 0;
     int64_t held = 0;           // jobs given back during it
     std::string first_error;
+    // The store was below store.images.min_free when the job came back:
+    // looked at every second, and a trial taken as soon as it has room.
+    bool store_full = false;
+    int64_t next_store_look_ms = 0;  // monotonic
   } hold_;
   bool master_gone_ = false;
   int64_t job_start_ms_ = 0;

@@ -55,7 +55,8 @@ std::string HttpServer::ScriptPath() {
                                    "--dir",        dir,
                                    "--port",       std::to_string(port),
                                    "--log",        dir_.Sub("requests.log"),
-                                   "--ready-file", ready};
+                                   "--ready-file", ready,
+                                   "--bind",       host_};
   tls_ = tls != nullptr;
   if (tls) {
     argv.insert(argv.end(), {"--cert", tls->server_cert, "--key", tls->server_key});
@@ -81,7 +82,8 @@ void HttpServer::Stop() { proc_.Stop(std::chrono::milliseconds(0)); }
 
 std::string HttpServer::url(const std::string& path) const {
   std::string p = !path.empty() && path[0] == '/' ? path.substr(1) : path;
-  return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + "/" + p;
+  return std::string(tls_ ? "https" : "http") + "://" + host_ + ":" + std::to_string(port_) + "/" +
+         p;
 }
 
 std::vector<HttpServer::Request> HttpServer::Requests() const {
@@ -106,6 +108,25 @@ int HttpServer::Hits(const std::string& path) const {
     if (p == path) ++n;
   }
   return n;
+}
+
+std::vector<HttpServer::BodySent> HttpServer::BodiesSent(const std::string& path) const {
+  bool with_query = path.find('?') != std::string::npos;
+  std::vector<BodySent> out;
+  std::istringstream in(ReadFile(dir_.Sub("sent.log")));
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t a = line.find('\t');
+    size_t b = a == std::string::npos ? a : line.find('\t', a + 1);
+    size_t c = b == std::string::npos ? b : line.find('\t', b + 1);
+    if (c == std::string::npos) continue;  // a line being written
+    BodySent s{line.substr(0, a), line.substr(a + 1, b - a - 1),
+               std::atoi(line.substr(b + 1, c - b - 1).c_str()),
+               std::strtoull(line.c_str() + c + 1, nullptr, 10)};
+    std::string p = with_query ? s.path : s.path.substr(0, s.path.find('?'));
+    if (path.empty() || p == path) out.push_back(std::move(s));
+  }
+  return out;
 }
 
 std::vector<HttpServer::HookRequest> HttpServer::HookRequests(const std::string& key) const {

@@ -3,13 +3,15 @@
 // (/files, /images, /ctype, /status, /flaky, /trickle, /redirect,
 // /redirect-to, /auth, /nolength, /chunked, /big, /slow-headers, and the
 // webhook receivers /hook, /hook-status, /hook-flaky, /hook-slow) are listed
-// at the top of httpd.py.
+// at the top of httpd.py, with the query flags for resumable downloads
+// (ranges=1, drop=<pct>, etag=changing|none, lastmod=none).
 #ifndef DJINN_TESTS_HARNESS_HTTP_SERVER_H_
 #define DJINN_TESTS_HARNESS_HTTP_SERVER_H_
 
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -41,13 +43,17 @@ class HttpServer {
   // Use as ASSERT_TRUE(http.Start(dir)): the result carries the reason.
   ::testing::AssertionResult Start(const std::string& dir, const TestCerts* tls = nullptr,
                                    int port = 0);
+  // Before Start: listen on addr instead of 127.0.0.1 (an address of a
+  // test's private network namespace); url() then names it.
+  void BindTo(const std::string& addr) { host_ = addr; }
   // Kills the server (open connections are cut). Start may be called again;
   // the request log is kept, /flaky counters start over.
   void Stop();
 
   int port() const { return port_; }
   bool tls() const { return tls_; }
-  // "http(s)://127.0.0.1:<port>/<path>" (path with or without leading '/').
+  // "http(s)://127.0.0.1:<port>/<path>" (path with or without leading '/';
+  // the BindTo address instead of 127.0.0.1 when set).
   std::string url(const std::string& path) const;
 
   // The request log, oldest first. A request is logged when its status line
@@ -56,6 +62,17 @@ class HttpServer {
   // Requests whose path (with or, if path has no '?', without the query)
   // equals path.
   int Hits(const std::string& path) const;
+
+  // One response of the resume sender (the file routes with a resume flag:
+  // ranges, drop, etag, lastmod), logged once its body is done or cut.
+  struct BodySent {
+    std::string method;
+    std::string path;  // as sent, with the query
+    int status;
+    uint64_t bytes;    // body bytes written to the socket
+  };
+  // Those responses, oldest first; path matched as in Hits(), "" for all.
+  std::vector<BodySent> BodiesSent(const std::string& path = "") const;
 
   // One request to a webhook route (/hook*/<key>), as received.
   struct HookRequest {
@@ -81,6 +98,7 @@ class HttpServer {
   Process proc_;
   int port_ = 0;
   bool tls_ = false;
+  std::string host_ = "127.0.0.1";
 };
 
 }  // namespace djinn::testing

@@ -2,7 +2,8 @@
 """Test HTTP(S) server for djinn-consumer's integration tests.
 
 Standard library only. Started by tests/harness/http_server.cc; binds
-127.0.0.1 only. Behaviour is selected by the URL path:
+127.0.0.1 only (--bind: another address, inside a test's private network
+namespace). Behaviour is selected by the URL path:
 
   /files/<name>                 the file, Content-Type application/x-qemu-disk
   /images/<name>                the same (wire-compatibility vectors); a name
@@ -40,6 +41,23 @@ Server header.
 Query flags on any body route: nolength=1, chunked=1, ctype=<type>,
 length=<n> (announce Content-Length n whatever the body really is).
 
+Resume flags on the file routes (/files, /images, /ctype, /flaky, /auth,
+...; any of them switches the file to the sender below, without them
+nothing changes):
+  ranges=1      answer "Range: bytes=N-" with 206 and Content-Range (416
+                when N is past the end), honouring If-Range: a range is
+                served only when If-Range (if sent) equals the current ETag
+                (strong comparison) or Last-Modified; else 200 and all
+  drop=<pct>    on the first request for this path (with its query), send
+                the headers as usual but only the first pct% of the file's
+                bytes, then close the connection (FIN after the data)
+  etag=changing a new ETag on every request for this path ("...-1", "-2")
+  etag=none     no ETag header; lastmod=none: no Last-Modified header
+The sender sends a strong ETag made of the file's size and mtime and a
+Last-Modified from its mtime. Each of its responses appends
+"METHOD\tPATH\tSTATUS\tBODY_BYTES_SENT\n" to sent.log next to the request
+log once its body is done (or cut).
+
 Every request is appended to the request log as "METHOD\tPATH\tSTATUS\n"
 when its status line is sent. The chosen port is written to --ready-file
 once the socket listens. Exit status 3 with "port N is taken" when the fixed
@@ -48,6 +66,7 @@ port cannot be bound.
 
 import argparse
 import base64
+import email.utils
 import http.server
 import os
 import re
@@ -96,6 +115,10 @@ class State:
         self.log = open(log_path, "a", buffering=1)
         self.hook_dir = os.path.join(os.path.dirname(os.path.abspath(log_path)), "hooks")
         self.hook_counts = {}
+        self.sent_log = open(os.path.join(os.path.dirname(os.path.abspath(log_path)), "sent.log"),
+                             "a", buffering=1)
+        self.seen = set()
+        self.etag_counts = {}
 
     def record(self, method, path, status):
         with self.lock:
@@ -115,6 +138,25 @@ class State:
             with open(path + ".tmp", "wb") as f:
                 f.write(raw)
             os.rename(path + ".tmp", path)
+
+    def record_sent(self, method, path, status, sent):
+        with self.lock:
+            self.sent_log.write("%s\t%s\t%s\t%d\n" % (method, path, status, sent))
+            self.sent_log.flush()
+
+    def first_request(self, key):
+        """True the first time key is asked for."""
+        with self.lock:
+            if key in self.seen:
+                return False
+            self.seen.add(key)
+            return True
+
+    def next_etag(self, key):
+        with self.lock:
+            n = self.etag_counts.get(key, 0) + 1
+            self.etag_counts[key] = n
+            return n
 
     def flaky_hit(self, key):
         with self.lock:
@@ -285,6 +327,68 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.write_part(mode, data)
         self.end_body(mode)
 
+    def send_file_resumable(self, path, ctype, query):
+        """The file with the resume flags (ranges, drop, etag, lastmod)."""
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        state = self.server.state
+        base = "%x-%x" % (st.st_size, st.st_mtime_ns)
+        etag = '"%s"' % base
+        if query.get("etag") == "changing":
+            etag = '"%s-%d"' % (base, state.next_etag(self.path))
+        elif query.get("etag") == "none":
+            etag = None
+        lastmod = None if query.get("lastmod") == "none" else \
+            email.utils.formatdate(st.st_mtime, usegmt=True)
+        extra = []
+        if etag is not None:
+            extra.append(("ETag", etag))
+        if lastmod is not None:
+            extra.append(("Last-Modified", lastmod))
+        code, start = 200, 0
+        rng = self.headers.get("Range")
+        if query.get("ranges") == "1":
+            extra.append(("Accept-Ranges", "bytes"))
+            m = re.fullmatch(r"bytes=(\d+)-", (rng or "").strip())
+            cond = self.headers.get("If-Range")
+            if cond is None:
+                fresh = True
+            elif cond.startswith('"'):
+                fresh = etag is not None and cond == etag
+            else:
+                fresh = not cond.startswith("W/") and lastmod is not None and cond == lastmod
+            if m and fresh:
+                start = int(m.group(1))
+                if start >= len(data):
+                    return self.simple(416, "range not satisfiable\n",
+                                       extra + [("Content-Range", "bytes */%d" % len(data))])
+                code = 206
+                extra.append(("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data))))
+        body = memoryview(data)[start:]
+        limit = len(body)
+        cut = False
+        if "drop" in query and state.first_request(self.path):
+            limit = min(limit, max(0, int(len(data) * float(query["drop"]) / 100) - start))
+            cut = True
+        mode = self.begin_body(len(body), ctype, query, code=code, extra=extra)
+        if self.head_only:
+            return
+        sent = 0
+        try:
+            while sent < limit:
+                n = min(limit - sent, 256 * 1024)
+                self.write_part(mode, body[sent:sent + n])
+                sent += n
+            if cut:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.close_connection = True
+            else:
+                self.end_body(mode)
+        finally:
+            state.record_sent(self.command, self.path, code, sent)
+
     def send_big(self, size, query):
         mode = self.begin_body(size, "application/x-qemu-disk", query)
         if self.head_only:
@@ -451,6 +555,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.file_path(name)
         if path is None:
             return self.simple(404, "not found\n")
+        if any(k in query for k in ("ranges", "drop", "etag", "lastmod")):
+            return self.send_file_resumable(path, ctype, query)
         self.send_file(path, ctype, query)
 
 
@@ -491,10 +597,12 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--log", required=True, help="request log")
     ap.add_argument("--ready-file", required=True)
+    ap.add_argument("--bind", default="127.0.0.1",
+                    help="address to listen on (a test's private namespace)")
     args = ap.parse_args()
 
     try:
-        srv = Server(("127.0.0.1", args.port), Handler)
+        srv = Server((args.bind, args.port), Handler)
     except OSError as e:
         sys.stderr.write("httpd: port %d is taken (%s)\n" % (args.port, e.strerror))
         sys.exit(3)

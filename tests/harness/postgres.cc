@@ -148,6 +148,11 @@ const std::string& PostgresServer::socket_dir() const { return dir_->path(); }
 
 std::string PostgresServer::log_path() const { return dir_->Sub("postgres.log"); }
 
+void PostgresServer::ListenAlso(const std::string& addr, const std::string& clients_cidr) {
+  listen_ += "," + addr;
+  extra_hba_ += "host all all " + clients_cidr + " scram-sha-256\n";
+}
+
 void PostgresServer::EnableTls(const std::string& ca_cert, const std::string& server_cert,
                                const std::string& server_key) {
   tls_ca_ = ca_cert;
@@ -165,7 +170,7 @@ void PostgresServer::EnableTls(const std::string& ca_cert, const std::string& se
   }
   std::ofstream conf(data + "/postgresql.conf", std::ios::app);
   conf << "\n# djinn test harness\n"
-       << "listen_addresses = '127.0.0.1'\n"
+       << "listen_addresses = '" << listen_ << "'\n"
        << "unix_socket_directories = '" << dir_->path() << "'\n"
        << "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
        << "shared_buffers = 16MB\nmax_connections = 60\nautovacuum = off\n"
@@ -185,8 +190,10 @@ void PostgresServer::EnableTls(const std::string& ca_cert, const std::string& se
   WriteFile(data + "/pg_hba.conf",
             "# djinn test harness: superuser over the socket, passwords over TCP\n"
             "local all all trust\n"
+            "local replication all trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
-            "host all all ::1/128 scram-sha-256\n",
+            "host all all ::1/128 scram-sha-256\n" +
+                extra_hba_,
             0600);
   if (!conf || !ChownTree(dir_->path(), ServerUser())) {
     return ::testing::AssertionFailure() << "cannot prepare " << dir_->path();
@@ -232,6 +239,76 @@ void PostgresServer::Stop() {
 }
 
 void PostgresServer::Kill() { proc_.Stop(std::chrono::milliseconds(0)); }
+
+void PostgresServer::StopImmediate() {
+  if (proc_.Signal(SIGQUIT)) proc_.Wait(std::chrono::seconds(10));
+  proc_.Stop(std::chrono::milliseconds(0));
+}
+
+::testing::AssertionResult PostgresServer::StartReplicaOf(PostgresServer& primary,
+                                                          bool synchronous) {
+  if (initialized_) return ::testing::AssertionFailure() << "StartReplicaOf after Start";
+  if (!primary.Running()) return ::testing::AssertionFailure() << "the primary is not running";
+  const TestUser* user = ServerUser();
+  if (!ChownTree(dir_->path(), user))
+    return ::testing::AssertionFailure() << "cannot chown " << dir_->path();
+  std::string data = dir_->Sub("data");
+  std::string log = dir_->Sub("basebackup.log");
+  Process p;
+  if (!p.Start({BinDir() + "/pg_basebackup", "-D", data, "-h", primary.socket_dir(), "-p",
+                std::to_string(primary.port()), "-U", "postgres", "-X", "stream", "-R", "-c",
+                "fast", "--no-sync"},
+               log, {"LC_ALL=C", "LANG=C"}, user)) {
+    return ::testing::AssertionFailure() << "cannot fork pg_basebackup";
+  }
+  int st = p.Wait(std::chrono::minutes(1));
+  if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return ::testing::AssertionFailure() << "pg_basebackup failed: " << ReadFile(log);
+  // The copied configuration names the primary's socket directory.
+  std::ofstream conf(data + "/postgresql.conf", std::ios::app);
+  conf << "\n# djinn test harness: replica\n"
+       << "unix_socket_directories = '" << dir_->path() << "'\n";
+  conf.close();
+  if (!conf || !ChownTree(dir_->path(), user))
+    return ::testing::AssertionFailure() << "cannot prepare " << dir_->path();
+  database_ = primary.database_;
+  consumer_user_ = primary.consumer_user_;
+  consumer_password_ = primary.consumer_password_;
+  initialized_ = true;
+  if (auto r = Start(); !r) return r;
+  auto replication = [&](const std::string& column, const std::string& want) {
+    return WaitFor(
+        [&] {
+          std::string out;
+          return primary.ExecIn("postgres", "SELECT " + column + " FROM pg_stat_replication",
+                                &out) &&
+                 out == want;
+        },
+        std::chrono::seconds(30), std::chrono::milliseconds(20));
+  };
+  if (!replication("state", "streaming"))
+    return ::testing::AssertionFailure() << "the replica on port " << port_
+                                         << " does not stream: " << ReadFile(log_path());
+  if (!synchronous) return ::testing::AssertionSuccess();
+  // ALTER SYSTEM cannot share a statement string (an implicit transaction).
+  std::string out;
+  for (const char* sql : {"ALTER SYSTEM SET synchronous_standby_names = '*'",
+                          "ALTER SYSTEM SET synchronous_commit = 'on'", "SELECT pg_reload_conf()"}) {
+    if (!primary.ExecIn("postgres", sql, &out))
+      return ::testing::AssertionFailure() << sql << ": " << out;
+  }
+  if (!replication("sync_state", "sync"))
+    return ::testing::AssertionFailure() << "the replica on port " << port_
+                                         << " did not become synchronous";
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult PostgresServer::Promote() {
+  std::string out;
+  if (!ExecIn("postgres", "SELECT pg_promote(true, 30)", &out) || out != "t")
+    return ::testing::AssertionFailure() << "pg_promote on port " << port_ << ": " << out;
+  return ::testing::AssertionSuccess();
+}
 
 ::testing::AssertionResult PostgresServer::Restart() {
   Stop();

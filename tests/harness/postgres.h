@@ -2,7 +2,9 @@
 // dir (on /dev/shm when that is a roomy tmpfs: initdb and copies are 5-10x
 // faster there), listening on 127.0.0.1:<free port> and on a unix socket in
 // that dir, tuned for speed (fsync off, small buffers). PostgreSQL refuses
-// to run as root, so under root it runs as UnprivilegedUser().
+// to run as root, so under root it runs as UnprivilegedUser(). A second
+// server can be made a streaming replica of a first (StartReplicaOf) and
+// promoted (Promote), for failover tests.
 #ifndef DJINN_TESTS_HARNESS_POSTGRES_H_
 #define DJINN_TESTS_HARNESS_POSTGRES_H_
 
@@ -33,6 +35,11 @@ class PostgresServer {
   void EnableTls(const std::string& ca_cert, const std::string& server_cert,
                  const std::string& server_key);
 
+  // Before the first Start: listen on addr too (an address of a test's
+  // private network namespace), and take the consumer role's password from
+  // clients in clients_cidr ("198.18.0.0/24"). host() stays 127.0.0.1.
+  void ListenAlso(const std::string& addr, const std::string& clients_cidr);
+
   // The first Start makes the cluster: a copy of a template cluster that
   // initdb builds once per test process (~0.6-1.2 s on tmpfs), then
   // ~0.1-0.25 s per server. Later Starts reuse port and data. port() is
@@ -43,6 +50,22 @@ class PostgresServer {
   void Stop();
   // SIGKILL to the whole server (a crash); Start recovers from the WAL.
   void Kill();
+  // Immediate shutdown (SIGQUIT, as pg_ctl stop -m immediate: sessions cut
+  // at once, no checkpoint), SIGKILL after 10 s.
+  void StopImmediate();
+
+  // Instead of the first Start: makes this server a hot standby streaming
+  // from `primary` (running): pg_basebackup -R -X stream over primary's
+  // socket into this server's own temp dir, then starts it on its own port
+  // and socket. It takes the primary's database and consumer role. With
+  // `synchronous`, the primary then waits for this standby on every commit
+  // (synchronous_standby_names = '*', synchronous_commit = on), so whatever
+  // a client saw committed survives the primary's death. ~0.3-1 s.
+  [[nodiscard]] ::testing::AssertionResult StartReplicaOf(PostgresServer& primary,
+                                                          bool synchronous = true);
+  // Ends recovery (SELECT pg_promote(), waiting for it): from then on it is
+  // a primary that accepts writes.
+  [[nodiscard]] ::testing::AssertionResult Promote();
   [[nodiscard]] ::testing::AssertionResult Restart();
   bool Running();
 
@@ -105,6 +128,8 @@ class PostgresServer {
   bool initialized_ = false;
   bool started_once_ = false;  // the port is fixed from then on
   std::string tls_ca_, tls_cert_, tls_key_;
+  std::string listen_ = "127.0.0.1";  // listen_addresses
+  std::string extra_hba_;             // pg_hba.conf lines of ListenAlso
   std::string database_ = "postgres";
   std::string consumer_user_ = kConsumerRole;
   std::string consumer_password_;

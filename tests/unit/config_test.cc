@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "tests/harness/harness.h"
 
@@ -533,6 +535,175 @@ TEST_F(ConfigTest, WebhooksAreReadInBothSyntaxes) {
   EXPECT_FALSE(defaults->webhooks.allow_private);
   EXPECT_EQ(defaults->webhooks.workers, 1);
   EXPECT_NE(Error(std::string(kMinimal) + "webhooks = { workers = 0; };\n").find("webhooks.workers: must be between 1 and 64"),
+            std::string::npos);
+}
+
+// ---------------------------------------------------- scale-out parameters
+
+TEST_F(ConfigTest, ConsumerTimeoutDefaultsTo120AndWarnsBelowGoHeartbeat) {
+  auto r = Load(kMinimal);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->queue_consumer_timeout, 120);
+  EXPECT_TRUE(r->warnings.empty());
+  auto s = Load(std::string(kMinimal) + "queue_consumer_timeout = \"30s\";\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->queue_consumer_timeout, 30);
+  ASSERT_EQ(s->warnings.size(), 1u);
+  EXPECT_NE(s->warnings[0].find("queue_consumer_timeout: 30s is shorter than 65s"), std::string::npos)
+      << s->warnings[0];
+  EXPECT_NE(s->warnings[0].find("Go curlyq consumer"), std::string::npos) << s->warnings[0];
+  auto t = Load(std::string(kMinimal) + "queue_consumer_timeout = 65;\n");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->warnings.empty());
+  EXPECT_NE(Error(std::string(kMinimal) + "queue_consumer_timeout = 5;\n")
+                .find("queue_consumer_timeout: must be between 10 and 86400 (got 5)"),
+            std::string::npos);
+}
+
+constexpr const char* kSentinelLibconfig = R"(
+database = { addr = "127.0.0.1:5432"; };
+redis = { sentinels = ["127.0.0.1:26379", "[::1]:26380", "localhost"]; master = "mymaster";
+          password = "rpw"; sentinel_password = "spw"; };
+store = { images = { type = "file"; path = "/var/lib/djinn/images"; }; };
+)";
+
+TEST_F(ConfigTest, SentinelsInBothSyntaxes) {
+  auto r = Load(kSentinelLibconfig);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->redis.sentinels,
+            (std::vector<std::string>{"127.0.0.1:26379", "[::1]:26380", "localhost"}));
+  EXPECT_EQ(r->redis.master, "mymaster");
+  EXPECT_EQ(r->redis.password, "rpw");
+  EXPECT_EQ(r->redis.sentinel_password, "spw");
+  auto secrets = ConfigSecrets(*r);
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "spw"), secrets.end());
+
+  auto d = Load(R"(
+database {
+	addr "127.0.0.1:5432"
+}
+redis {
+	sentinels ["10.0.0.1:26379", "10.0.0.2:26379",
+		"10.0.0.3:26379"]
+	master "djinn"
+}
+store images {
+	type "file"
+	path "/var/lib/djinn/images"
+}
+)");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_TRUE(d->djinn_syntax);
+  EXPECT_EQ(d->redis.sentinels.size(), 3u);
+  EXPECT_EQ(d->redis.sentinels[2], "10.0.0.3:26379");
+  EXPECT_EQ(d->redis.master, "djinn");
+  EXPECT_TRUE(d->warnings.empty());
+}
+
+TEST_F(ConfigTest, SentinelMistakesAreNamed) {
+  const std::string tail = "store = { images = { type = \"file\"; path = \"/x\"; }; };\n"
+                           "database = { addr = \"h\"; };\n";
+  EXPECT_NE(Error(tail + "redis = { sentinels = [\"a:1\"]; };\n")
+                .find("redis.master: redis.sentinels and redis.master go together"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { master = \"m\"; };\n")
+                .find("redis.sentinels: redis.sentinels and redis.master go together"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { addr = \"h:1\"; sentinels = [\"a:1\"]; master = \"m\"; };\n")
+                .find("redis.addr: give addr or sentinels, not both"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { sentinels = []; master = \"m\"; };\n")
+                .find("redis.sentinels: must list at least one"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { sentinels = [\"a:1\", \"b:x\"]; master = \"m\"; };\n")
+                .find("redis.sentinels: item 2: "),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { sentinels = [\"/run/s.sock\"]; master = \"m\"; };\n")
+                .find("not a unix socket"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { sentinels = \"a:1\"; master = \"m\"; };\n")
+                .find("redis.sentinels: expected an array of strings"),
+            std::string::npos);
+  EXPECT_NE(Error(tail + "redis = { addr = \"h:1\"; sentinel_password = \"p\"; };\n")
+                .find("redis.sentinel_password: needs redis.sentinels"),
+            std::string::npos);
+}
+
+TEST_F(ConfigTest, SentinelPasswordFileIsRead) {
+  WriteFile(dir_.Sub("spw"), "from-file\n");
+  auto r = Load(std::string(R"(
+database = { addr = "127.0.0.1:5432"; };
+redis = { sentinels = ["127.0.0.1:26379"]; master = "m"; sentinel_password_file = ")") +
+                dir_.Sub("spw") + R"("; };
+store = { images = { type = "file"; path = "/var/lib/djinn/images"; }; };
+)");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->redis.sentinel_password, "from-file");
+  std::string printed = FormatConfig(*r);
+  EXPECT_EQ(printed.find("from-file"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("sentinel_password_file = "), std::string::npos) << printed;
+}
+
+TEST_F(ConfigTest, MinFreeIsBytesOrPercentDefaultTheSmallerOfBoth) {
+  auto r = Load(kMinimal);
+  ASSERT_TRUE(r.ok());
+  const uint64_t GiB = uint64_t{1} << 30;
+  // Default: 1 GiB or 5 %, whichever is smaller.
+  EXPECT_EQ(r->store.MinFreeBytes(100 * GiB), GiB);          // 5 % = 5 GiB
+  EXPECT_EQ(r->store.MinFreeBytes(10 * GiB), GiB / 2);       // 5 % = 512 MiB
+  auto with = [&](const std::string& v) {
+    return Load("database = { addr = \"h\"; };\nredis = { addr = \"h\"; };\n"
+                "store = { images = { type = \"file\"; path = \"/s\"; min_free = " + v + "; }; };\n");
+  };
+  auto b = with("\"2GB\"");
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(b->store.MinFreeBytes(10 * GiB), 2 * GiB);
+  auto p = with("\"10%\"");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->store.MinFreeBytes(100 * GiB), 10 * GiB);
+  auto z = with("0");
+  ASSERT_TRUE(z.ok());
+  EXPECT_EQ(z->store.MinFreeBytes(100 * GiB), 0u);
+  auto bad = with("\"120%\"");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("store.images.min_free: a percentage must be from 0% to below 100%"),
+            std::string::npos) << bad.status().message();
+  ASSERT_FALSE(with("\"lots\"").ok());
+  // Each spelling reads back from -t -print as itself.
+  for (auto* cfg : {&r, &b, &p}) {
+    WriteFile(dir_.Sub("printed.conf"), FormatConfig(**cfg, false));
+    auto back = LoadConfig(dir_.Sub("printed.conf"));
+    ASSERT_TRUE(back.ok()) << back.status().message();
+    EXPECT_EQ(back->store.min_free_bytes, (*cfg)->store.min_free_bytes);
+    EXPECT_EQ(back->store.min_free_percent, (*cfg)->store.min_free_percent);
+  }
+  // Djinn's syntax takes a bare size too.
+  auto d = Load(std::string(kDjinnMinimal) + "store images {\n\tmin_free 3GB\n}\n");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+}
+
+TEST_F(ConfigTest, ProxyIsCheckedAndItsPasswordNeverPrinted) {
+  auto with = [&](const std::string& dl) {
+    return Load(std::string(kMinimal) + "download = { " + dl + " };\n");
+  };
+  auto r = with("proxy = \"http://u:s3cret@127.0.0.1:3128\"; no_proxy = \"localhost,.internal\";");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->download.proxy, "http://u:s3cret@127.0.0.1:3128");
+  EXPECT_EQ(r->download.no_proxy, "localhost,.internal");
+  std::string printed = FormatConfig(*r);
+  EXPECT_EQ(printed.find("s3cret"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("proxy = \"http://u:****@127.0.0.1:3128\";"), std::string::npos) << printed;
+  auto secrets = ConfigSecrets(*r);
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "s3cret"), secrets.end());
+  EXPECT_TRUE(with("proxy = \"socks5h://127.0.0.1:1080\";").ok());
+  auto ftp = with("proxy = \"ftp://u:pw@h:21\";");
+  ASSERT_FALSE(ftp.ok());
+  EXPECT_NE(ftp.status().message().find("download.proxy: expected a proxy URL starting with http://"),
+            std::string::npos);
+  EXPECT_EQ(ftp.status().message().find("pw"), std::string::npos) << ftp.status().message();
+  EXPECT_FALSE(with("proxy = \"http://h:1/path\";").ok());
+  EXPECT_NE(Error(std::string(kMinimal) + "download = { no_proxy = \"x\"; };\n")
+                .find("download.no_proxy: needs download.proxy"),
             std::string::npos);
 }
 

@@ -14,7 +14,10 @@
 //      .part file, a confined child process does the transfer
 //      (worker/fetch_child.h), the worker checks the header again and
 //      commits. When another delivery is writing that file right now, wait
-//      for it and stop if it finished our row (see Reserve below).
+//      for it and stop if it finished our row (see Reserve below). A .part
+//      kept by an earlier try of the same download (image id and URL) is
+//      continued, and a retried failure that is not the last attempt keeps
+//      this try's bytes for the next (worker/fetch.h "Resuming").
 //   4. UPDATE image_downloads SET error = $2, finished_at = now() WHERE id = $1
 //      (error NULL on success).
 //   5. With webhooks on (a crypto block): for the image's namespace, each
@@ -40,6 +43,7 @@
 // the job leaves correct rows.
 #include <time.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cinttypes>
@@ -170,10 +174,24 @@ class DownloadJob : public JobHandler {
       FetchTarget target{store_, {user_id, driver}, hash};
       PartFile file;
       bool done_elsewhere = false;
-      outcome = Reserve(target, id, prefix, ctx, &file, &done_elsewhere);
+      // The same download (image and URL) continues bytes an earlier try
+      // kept; this try keeps its own for the next, if there is one.
+      const DownloadIdentity identity{args->image_id, args->source};
+      outcome = Reserve(target, identity, id, prefix, ctx, &file, &done_elsewhere);
       if (done_elsewhere) return QueueEvents(*args, prefix);
+      file.KeepOnFailure(!ctx.last_attempt);
+      if (outcome.ok() && file.resume_from() > 0) {
+        LOG_INFO("%s: resuming %s at byte %" PRIu64 " (%s)", prefix.c_str(), file.path().c_str(),
+                 file.resume_from(), file.resume_validator().Describe().c_str());
+      } else if (outcome.ok() && !file.resume_note().empty()) {
+        LOG_INFO("%s: not resuming the partial %s (%s); downloading from byte 0", prefix.c_str(),
+                 file.path().c_str(), file.resume_note().c_str());
+      }
       if (outcome.ok()) {
-        FetchHooks hooks{prefix, ctx.set_progress, ctx.keep_alive};
+        FetchHooks hooks;
+        hooks.log_prefix = prefix;
+        hooks.set_progress = ctx.set_progress;
+        hooks.keep_alive = ctx.keep_alive;
         FetchOptions options = *options_;
         options.tcp_ports = DownloadPorts(args->source);
         ConfineOptions confine;
@@ -185,11 +203,18 @@ class DownloadJob : public JobHandler {
         confine.probe = ProbeFor(id);
         Result<FetchResult> got = FetchConfined(args->source, &file, options, hooks, confine);
         if (got.ok()) {
+          // This try's own bytes: a resumed download counts the rest only.
+          const uint64_t fetched = got->bytes - std::min(got->bytes, got->resumed_from);
           double mib_s =
-              got->seconds > 0 ? static_cast<double>(got->bytes) / got->seconds / (1 << 20) : 0;
-          LOG_INFO("%s: image download %s: %" PRIu64 " bytes in %.1f s (%.1f MiB/s) to %s",
-                   prefix.c_str(), id.c_str(), got->bytes, got->seconds, mib_s, got->path.c_str());
-          if (ctx.count_bytes) ctx.count_bytes(got->bytes);
+              got->seconds > 0 ? static_cast<double>(fetched) / got->seconds / (1 << 20) : 0;
+          std::string resumed;
+          if (got->resumed_from > 0)
+            resumed = ", resumed at byte " + std::to_string(got->resumed_from) + ": " +
+                      std::to_string(fetched) + " bytes fetched";
+          LOG_INFO("%s: image download %s: %" PRIu64 " bytes in %.1f s (%.1f MiB/s%s) to %s",
+                   prefix.c_str(), id.c_str(), got->bytes, got->seconds, mib_s, resumed.c_str(),
+                   got->path.c_str());
+          if (ctx.count_bytes) ctx.count_bytes(fetched);
         }
         outcome = got.status();
       }
@@ -213,13 +238,14 @@ class DownloadJob : public JobHandler {
   // one lets go without finishing our row (it failed, or served another
   // row), this delivery goes on and downloads itself. Waiting is bounded
   // by what the other transfer may take.
-  Status Reserve(const FetchTarget& target, const std::string& id, const std::string& prefix,
+  Status Reserve(const FetchTarget& target, const DownloadIdentity& identity,
+                 const std::string& id, const std::string& prefix,
                  JobContext& ctx, PartFile* file, bool* done_elsewhere) {
     using Clock = std::chrono::steady_clock;
     auto deadline =
         Clock::now() + std::chrono::seconds(options_->timeout_seconds + kBusySlackSeconds);
     bool busy = false;
-    Status st = file->Reserve(target, &busy);
+    Status st = file->Reserve(target, &busy, &identity);
     if (busy) {
       LOG_INFO("%s: %s; waiting for it", prefix.c_str(), st.message().c_str());
       if (ctx.set_progress) ctx.set_progress("waiting");
@@ -236,7 +262,7 @@ class DownloadJob : public JobHandler {
         *done_elsewhere = true;
         return Status::Ok();
       }
-      st = file->Reserve(target, &busy);
+      st = file->Reserve(target, &busy, &identity);
     }
     return st;
   }
