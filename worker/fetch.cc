@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -814,7 +815,30 @@ Status PartFile::Reserve(const FetchTarget& target, bool* busy, const DownloadId
     // No O_TRUNC: the file may be another process's, still being written.
     UniqueFd fd(
         openat(dir.get(), part_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640));
-    if (!fd.valid()) return Err("creating " + PartPath(), errno);
+    if (!fd.valid()) {
+      const int err = errno;
+      struct stat other {};
+      if ((err == EACCES || err == EPERM) &&
+          fstatat(dir.get(), part_.c_str(), &other, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISREG(other.st_mode) && other.st_uid != geteuid()) {
+        const int64_t age = static_cast<int64_t>(time(nullptr)) - other.st_mtime;
+        if (age < foreign_stale_after_) {
+          *busy = true;
+          return Status::Transient(PartPath() + " belongs to uid " + std::to_string(other.st_uid) +
+                                   " (another host or user) and was written " +
+                                   std::to_string(age) + "s ago");
+        }
+        if (unlinkat(dir.get(), part_.c_str(), 0) != 0 && errno != ENOENT)
+          return Err("removing the abandoned " + PartPath(), errno);
+        unlinkat(dir.get(), (part_ + ".meta").c_str(), 0);
+        LOG_WARN("removed %s: abandoned (uid %u, last written %llds ago); every host sharing a "
+                 "store should run its workers as the same user",
+                 PartPath().c_str(), static_cast<unsigned>(other.st_uid),
+                 static_cast<long long>(age));
+        continue;
+      }
+      return Err("creating " + PartPath(), err);
+    }
     if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Err("locking " + PartPath(), errno);
       *busy = true;

@@ -284,7 +284,16 @@ class PartFile {
   // resume_from() is then its length and the file offset is there. The
   // sidecar is removed either way; resume_note() says why kept bytes were
   // dropped ("" when there were none or they are kept).
+  //
+  // A .part this process may not open (EACCES, EPERM) that belongs to
+  // another uid (a host sharing the store under another user, or a run as
+  // root before): while it was written less than foreign_stale_after()
+  // seconds ago it may still be another delivery's, so *busy is set as
+  // above; older, it is abandoned: removed with its sidecar (a warning),
+  // and this try starts from byte 0.
   Status Reserve(const FetchTarget& target, bool* busy, const DownloadIdentity* resume = nullptr);
+  void SetForeignStaleAfter(int64_t seconds) { foreign_stale_after_ = seconds; }
+  int64_t foreign_stale_after() const { return foreign_stale_after_; }
   bool reserved() const { return fd_.valid(); }
   uint64_t resume_from() const { return resume_from_; }
   const PartValidator& resume_validator() const { return resume_validator_; }
@@ -352,6 +361,7 @@ class PartFile {
   // Resuming.
   DownloadIdentity identity_;
   bool has_identity_ = false, keep_on_failure_ = false, rewound_ = false;
+  int64_t foreign_stale_after_ = 660;  // download.timeout's default + 60 s
   uint64_t resume_from_ = 0;
   PartValidator resume_validator_;
   std::string resume_note_;

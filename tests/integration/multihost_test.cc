@@ -8,10 +8,13 @@
 // in-flight jobs once its heartbeat is older than queue_consumer_timeout.
 // Every row must be finished exactly once as the database sees it (an
 // audit trigger counts the UPDATEs that finish a row), every image stored
-// once, nothing dead, the queue empty.
+// once, nothing dead, the queue empty. The hosts run the three ways
+// operators run the daemon: as root with `user` (host 0, the one killed),
+// started as that unprivileged user, and as root without `user`.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -94,6 +97,14 @@ class MultihostTest : public ::testing::Test {
     http_ = std::make_unique<HttpServer>();
     http_->BindTo(svc);
     ASSERT_TRUE(http_->Start(files_.path()));
+    // The shared store belongs to the unprivileged user, as in production
+    // (root's host writes there too).
+    const TestUser& user = UnprivilegedUser();
+    ASSERT_FALSE(user.name.empty());
+    const std::string images = store_.path() + "/" + std::to_string(kUserId) + "/qemu";
+    fs::create_directories(images);
+    for (const std::string& d : {store_.path(), store_.path() + "/" + std::to_string(kUserId), images})
+      ASSERT_EQ(chown(d.c_str(), user.uid, user.gid), 0) << d;
   }
 
   DaemonOptions HostOpts() const {
@@ -118,7 +129,13 @@ class MultihostTest : public ::testing::Test {
   std::vector<std::string> StartHosts(int from, int to) {
     std::vector<std::string> before = Consumers();
     for (int i = from; i < to; ++i) {
-      auto d = std::make_unique<Daemon>(HostOpts());
+      // The three ways operators run it, one per host: host 0 (the one
+      // killed) as root with workers dropped to `user`, host 1 started
+      // directly as that unprivileged user, host 2 as root without `user`.
+      DaemonOptions o = HostOpts();
+      if (i == 0) o.user = UnprivilegedUser().name;
+      if (i == 1) o.run_as = &UnprivilegedUser();
+      auto d = std::make_unique<Daemon>(o);
       d->WriteConfig(
           Replace(d->ConfigText(), "\"" + d->store() + "\"", "\"" + store_.path() + "\""));
       ScopedNetns in(net_->host(i));

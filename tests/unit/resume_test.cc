@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -346,6 +348,51 @@ void SetAge(const std::string& path, int64_t seconds) {
   times[0].tv_sec = times[1].tv_sec = time(nullptr) - seconds;
   times[0].tv_nsec = times[1].tv_nsec = 0;
   ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW), 0) << path;
+}
+
+// Another uid's .part that a worker (not root) may not open: another
+// delivery's while recently written (busy, left alone), abandoned when
+// older (removed with its sidecar, then reserved afresh). The Reserve runs
+// in a child dropped to the unprivileged test user, as a worker would be.
+TEST_F(PartFileResume, AnotherUsersPartIsWaitedForThenTakenWhenStale) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make a file of another uid";
+  const TestUser& user = UnprivilegedUser();
+  ASSERT_FALSE(user.name.empty());
+  const std::string dir = store_.path() + "/7/qemu";
+  fs::create_directories(dir);
+  for (const std::string& d : {store_.path(), store_.path() + "/7", dir})
+    ASSERT_EQ(chown(d.c_str(), user.uid, user.gid), 0) << d;
+  WriteFile(PartPath(), "root's bytes", 0600);  // root's: the user may not open it
+  WriteFile(MetaPath(), "root's sidecar", 0600);
+  // 10: busy; 20: reserved, not busy; 30 + n: something else.
+  auto reserve_as_user = [&]() {
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (setgroups(0, nullptr) != 0 || setresgid(user.gid, user.gid, user.gid) != 0 ||
+          setresuid(user.uid, user.uid, user.uid) != 0)
+        _exit(31);
+      PartFile f;
+      f.SetForeignStaleAfter(600);
+      bool busy = false;
+      Status st = f.Reserve(target_, &busy, &id_);
+      if (busy) _exit(st.transient() ? 10 : 32);
+      if (!st.ok()) _exit(33);
+      if (!f.Write("new", 3).ok()) _exit(34);
+      f.Discard();
+      _exit(20);
+    }
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(reserve_as_user(), 10);  // written just now: maybe another delivery's
+  EXPECT_TRUE(FileExists(PartPath()));
+  EXPECT_TRUE(FileExists(MetaPath()));
+  struct timespec old[2] = {{time(nullptr) - 601, 0}, {time(nullptr) - 601, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, PartPath().c_str(), old, AT_SYMLINK_NOFOLLOW), 0);
+  EXPECT_EQ(reserve_as_user(), 20);  // stale: removed, reserved as the user
+  EXPECT_FALSE(FileExists(PartPath()));  // and discarded by the child
+  EXPECT_FALSE(FileExists(MetaPath()));
 }
 
 TEST(PartSweep, RemovesOldUnlockedPartsAndTheirSidecarsOnly) {

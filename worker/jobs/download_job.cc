@@ -173,6 +173,9 @@ class DownloadJob : public JobHandler {
     } else {
       FetchTarget target{store_, {user_id, driver}, hash};
       PartFile file;
+      // Another uid's .part is waited for as long as another delivery's
+      // lock (Reserve below), then taken as abandoned.
+      file.SetForeignStaleAfter(options_->timeout_seconds + kBusySlackSeconds / 2);
       bool done_elsewhere = false;
       // The same download (image and URL) continues bytes an earlier try
       // kept; this try keeps its own for the next, if there is one.
