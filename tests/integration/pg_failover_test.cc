@@ -5,6 +5,7 @@
 // whichever server is primary when it finishes. Real servers: a primary
 // and a synchronous streaming replica made with pg_basebackup.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -172,6 +173,9 @@ TEST_F(PgFailoverTest, DownloadsGoOnOnThePromotedStandbyEachRecordedOnce) {
   o.attempts = 1;
   o.database_addr = Addr();
   o.database_password = primary_.consumer_password();
+  // Started directly as an unprivileged user, as Djinn's own units do (the
+  // Sentinel test drops workers to `user` from root).
+  if (geteuid() == 0) o.run_as = &UnprivilegedUser();
   Daemon d(o);
   ASSERT_TRUE(d.Start()) << d.Log();
   ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();

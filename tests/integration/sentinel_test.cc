@@ -4,6 +4,8 @@
 // outcome (tests/harness/sentinel.h starts master, replica, 3 sentinels).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -109,7 +111,11 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
   o.workers = 2;
   o.database_addr = pg.addr();
   o.database_password = pg.consumer_password();
+  // As root with workers dropped to `user` (the PostgreSQL failover test
+  // starts the daemon as the unprivileged user).
+  if (geteuid() == 0) o.user = UnprivilegedUser().name;
   Daemon d(o);
+  chmod(d.dir().c_str(), 0755);  // the workers' user must reach the store
   ASSERT_NO_FATAL_FAILURE(UseSentinels(d, cluster_->master_name()));
   ASSERT_TRUE(d.Start());
   ASSERT_TRUE(d.WaitForWorkers(2)) << d.Log();
