@@ -103,10 +103,17 @@ class DiskSpaceTest : public ::testing::Test {
     o.redis_addr = e.redis.addr();
     o.database_addr = e.pg.addr();
     o.database_password = e.pg.consumer_password();
+    // As root with workers dropped to `user` (who owns the store): the
+    // free space they see is statvfs's f_bavail, an unprivileged writer's.
+    const TestUser& user = UnprivilegedUser();
+    if (user.name.empty()) return fail("no unprivileged user");
+    o.user = user.name;
     e.daemon = std::make_unique<Daemon>(o);
     Daemon& d = *e.daemon;
+    chmod(d.dir().c_str(), 0755);  // the workers' user must reach the store
     std::string why;
     if (!e.store.Mount(d.store(), 64 * kMiB, &why)) return fail(why);
+    if (chown(d.store().c_str(), user.uid, user.gid) != 0) return fail("chown the store");
     std::string config = d.ConfigText();
     const std::string path = "path = \"" + d.store() + "\";";
     size_t at = config.find(path);

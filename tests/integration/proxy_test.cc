@@ -180,7 +180,16 @@ ProxyTest::Env* ProxyTest::env_ = nullptr;
 // http and https through the proxy as CONNECT tunnels, with credentials,
 // a redirect followed hop by hop; a no_proxy host directly.
 TEST_F(ProxyTest, DownloadsTunnelThroughTheProxyAndNoProxyHostsGoDirect) {
-  Daemon d(Options("jobs-via", 0));
+  // As root with workers dropped to `user`: they read the CA and reach the
+  // proxy after the drop, as in production.
+  DaemonOptions o = Options("jobs-via", 0);
+  if (geteuid() == 0) {
+    o.user = UnprivilegedUser().name;
+    for (const std::string& dir : {env().dir.path(), env().dir.Sub("certs")})
+      ASSERT_EQ(chmod(dir.c_str(), 0755), 0) << dir;
+  }
+  Daemon d(o);
+  chmod(d.dir().c_str(), 0755);  // the workers' user must reach the store
   ASSERT_TRUE(Start(&d, "allow_private = true; timeout = 20; ca = \"" + env().certs.ca_cert +
                             "\"; proxy = \"" + ProxyUrl(env().proxy.port()) +
                             "\"; no_proxy = \"localhost\";"));
@@ -241,7 +250,9 @@ TEST_F(ProxyTest, ProxyDownIsRetriedThenRecordedWithoutThePassword) {
 // Credentials the proxy refuses: its answer, never the password.
 TEST_F(ProxyTest, RefusedProxyCredentialsAreRecordedWithoutThePassword) {
   const std::string wrong = "Wr0ngProxyPw-77";
-  Daemon d(Options("jobs-auth", 0));
+  DaemonOptions o = Options("jobs-auth", 0);
+  if (geteuid() == 0) o.run_as = &UnprivilegedUser();  // started as the user, as Djinn's units do
+  Daemon d(o);
   ASSERT_TRUE(Start(&d, "allow_private = true; timeout = 20; proxy = \"" +
                             ProxyUrl(env().proxy.port(), wrong) + "\";"));
   Job j = Submit(env().http.url(std::string("files/") + kSmall), "jobs-auth");
