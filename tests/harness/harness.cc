@@ -103,6 +103,18 @@ std::string Sha256Hex(const std::string& bytes) {
   return out;
 }
 
+int RunQemuImg(const std::vector<std::string>& argv, std::string* output) {
+  std::string out;
+  int rc = -1;
+  for (int tries = 0; tries < 5; ++tries) {
+    out.clear();
+    rc = RunCommand(argv, &out);
+    if (rc == 0 || out.find("Unable to get accurate CPU usage") == std::string::npos) break;
+  }
+  if (output) *output = out;
+  return rc;
+}
+
 int RunCommand(const std::vector<std::string>& argv, std::string* output) {
   TempDir dir("djinn-run");
   std::string log = dir.Sub("out");

@@ -48,6 +48,12 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output = nullp
 inline int Run(const std::vector<std::string>& argv, std::string* output = nullptr) {
   return RunCommand(argv, output);
 }
+// RunCommand for a qemu-img command line (argv[0] may be a shell wrapper).
+// Creating a LUKS-encrypted image first times PBKDF2 on the CPU, and on a
+// busy machine qemu-img sometimes fails with "Unable to get accurate CPU
+// usage" (its measured CPU time came out 0); only that failure is retried,
+// up to 5 times. Any other result is returned as is.
+int RunQemuImg(const std::vector<std::string>& argv, std::string* output = nullptr);
 
 // The unprivileged user that servers refusing root (PostgreSQL) run as when
 // the tests run as root; created on first use ("djinn-test").

@@ -743,7 +743,7 @@ TEST_F(DownloadTest, QemuImgImagesAreCheckedBeforeStoring) {
   auto qemu_img = [&](std::vector<std::string> args) {
     args.insert(args.begin(), "qemu-img");
     std::string out;
-    int rc = RunCommand(args, &out);
+    int rc = RunQemuImg(args, &out);
     EXPECT_EQ(rc, 0) << "qemu-img (Debian package qemu-utils) failed: " << out;
   };
   qemu_img({"create", "-q", "-f", "qcow2", files + "/v3.qcow2", "64M"});

@@ -18,6 +18,7 @@ namespace {
 
 using testing::ReadFile;
 using testing::RunCommand;
+using testing::RunQemuImg;
 using testing::TempDir;
 using testing::WriteFile;
 
@@ -466,7 +467,7 @@ class QemuImgTest : public ::testing::Test {
     std::vector<std::string> argv = {"sh", "-c", "cd \"$0\" && exec qemu-img \"$@\"", dir_.path()};
     argv.insert(argv.end(), args.begin(), args.end());
     std::string out;
-    ASSERT_EQ(RunCommand(argv, &out), 0) << "qemu-img failed: " << out;
+    ASSERT_EQ(RunQemuImg(argv, &out), 0) << "qemu-img failed: " << out;
   }
 
   // The first kQcow2CheckBytes bytes of a file in the temp dir, as the
