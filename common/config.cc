@@ -94,23 +94,19 @@ std::string ProxyPassword(const std::string& proxy) {
 }
 
 // download.proxy: "scheme://[user:password@]host[:port]" with a scheme
-// libcurl speaks for a proxy. The password never appears in the message.
+// libcurl speaks for a proxy. ParseUrl's messages never quote the URL, so
+// the password does not appear in them.
 std::string CheckProxy(const std::string& v) {
-  static const char* const kSchemes[] = {"http://", "https://", "socks5://", "socks5h://",
-                                         "socks4://", "socks4a://"};
-  for (const char* scheme : kSchemes) {
-    size_t n = std::strlen(scheme);
-    if (v.compare(0, n, scheme) != 0) continue;
-    std::string rest = v.substr(n);
-    size_t at = rest.rfind('@');
-    std::string hostport = at == std::string::npos ? rest : rest.substr(at + 1);
-    while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
-    if (hostport.empty() || hostport.find_first_of("/?# ") != std::string::npos)
-      return "expected scheme://host[:port] (no path)";
-    return "";
-  }
-  return "expected a proxy URL starting with http://, https://, socks5://, socks5h://, "
-         "socks4:// or socks4a://";
+  static const char* const kSchemes[] = {"http", "https", "socks5", "socks5h", "socks4", "socks4a"};
+  auto u = ParseUrl(v);
+  if (!u.ok()) return u.status().message();
+  if (std::none_of(std::begin(kSchemes), std::end(kSchemes),
+                   [&](const char* scheme) { return u->scheme == scheme; }))
+    return "expected a proxy URL starting with http://, https://, socks5://, socks5h://, "
+           "socks4:// or socks4a://";
+  if ((!u->path.empty() && u->path != "/") || !u->raw_query.empty() || !u->fragment.empty())
+    return "expected scheme://host[:port] (no path)";
+  return "";
 }
 
 const std::vector<Param>& Params() {

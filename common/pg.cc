@@ -84,16 +84,8 @@ std::vector<HostPort> SplitAddrs(const std::string& addr) {
   return out;
 }
 
-// "host:port" with an IPv6 host in brackets.
-std::string HostPortText(const std::string& host, const std::string& port) {
-  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
-}
-
 std::string CheckPort(const std::string& port) {
-  bool digits = !port.empty() && port.size() <= 5 &&
-                std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits || std::atoi(port.c_str()) < 1 || std::atoi(port.c_str()) > 65535)
-    return "port \"" + Printable(port) + "\" is not a number from 1 to 65535";
+  if (ParsePort(port) == 0) return "port \"" + Printable(port) + "\" is not a number from 1 to 65535";
   return "";
 }
 
@@ -216,7 +208,7 @@ std::vector<std::pair<std::string, std::string>> PgClient::ConnParams(const Data
 std::string PgClient::Describe(const DatabaseConfig& config) {
   std::string out;
   for (const HostPort& hp : SplitAddrs(config.addr))
-    out += (out.empty() ? "" : ",") + HostPortText(hp.host, hp.port);
+    out += (out.empty() ? "" : ",") + JoinHostPort(hp.host, hp.port);
   return out + "/" + config.name;
 }
 
@@ -225,7 +217,7 @@ std::string PgClient::Server() const {
   const char* host = PQhost(conn_.get());
   const char* port = PQport(conn_.get());
   if (host == nullptr || *host == '\0') return Describe(config_);
-  return HostPortText(host, port && *port ? port : kDefaultPort) + "/" + config_.name;
+  return JoinHostPort(host, port && *port ? port : kDefaultPort) + "/" + config_.name;
 }
 
 bool PgClient::connected() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }

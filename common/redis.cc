@@ -11,6 +11,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/text.h"
+
 namespace djinn {
 
 namespace {
@@ -87,9 +89,8 @@ Status ParseRedisAddr(const std::string& addr, RedisAddr* out) {
   }
   if (host.empty()) return bad("no host");
   if (port.empty()) return bad("no port");
-  int p = 0;
-  auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-  if (ec != std::errc() || ptr != port.data() + port.size() || p < 1 || p > 65535) {
+  int p = ParsePort(port);
+  if (p == 0) {
     return bad("port must be 1-65535");
   }
   out->host = host;

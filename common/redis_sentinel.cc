@@ -4,17 +4,17 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "common/redis.h"
+#include "common/scoreboard.h"
+#include "common/text.h"
 
 namespace djinn {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // The subscription: a PING when nothing arrived for this long, and a new
@@ -25,21 +25,11 @@ constexpr int64_t kWatchBackoffMinMs = 500;
 constexpr int64_t kWatchBackoffMaxMs = 30000;
 constexpr char kSwitchChannel[] = "+switch-master";
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<milliseconds>(Clock::now().time_since_epoch()).count();
-}
-
 bool IsString(const redisReply* r) {
   return r != nullptr && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
 }
 
 std::string_view Text(const redisReply* r) { return std::string_view(r->str, r->len); }
-
-bool ValidPort(std::string_view port) {
-  int p = 0;
-  auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-  return ec == std::errc() && ptr == port.data() + port.size() && p >= 1 && p <= 65535;
-}
 
 // One blocking command; the reply (error replies included) or why none came.
 Result<RedisReplyPtr> Run(redisContext* c, std::initializer_list<std::string_view> argv,
@@ -105,13 +95,6 @@ std::string DescribeRedis(const RedisConfig& config) {
   return s;
 }
 
-std::string JoinHostPort(std::string_view host, std::string_view port) {
-  if (host.find(':') != std::string_view::npos) {
-    return "[" + std::string(host) + "]:" + std::string(port);
-  }
-  return std::string(host) + ":" + std::string(port);
-}
-
 Result<std::string> ParseMasterAddrReply(const redisReply* r, const std::string& master) {
   if (r == nullptr) return Status::Transient("no reply");
   if (r->type == REDIS_REPLY_ERROR) return Status::Transient(std::string(Text(r)));
@@ -122,7 +105,7 @@ Result<std::string> ParseMasterAddrReply(const redisReply* r, const std::string&
                              std::to_string(r->type) + ")");
   }
   std::string_view host = Text(r->element[0]), port = Text(r->element[1]);
-  if (host.empty() || !ValidPort(port)) {
+  if (host.empty() || ParsePort(port) == 0) {
     return Status::Transient("unusable master address \"" + std::string(host) + "\" port \"" +
                              std::string(port) + "\"");
   }
@@ -150,7 +133,7 @@ std::optional<SwitchMaster> ParseSwitchMaster(std::string_view payload) {
   if (f.size() != 5) return std::nullopt;
   for (std::string_view part : f)
     if (part.empty()) return std::nullopt;
-  if (!ValidPort(f[2]) || !ValidPort(f[4])) return std::nullopt;
+  if (ParsePort(f[2]) == 0 || ParsePort(f[4]) == 0) return std::nullopt;
   return SwitchMaster{std::string(f[0]), JoinHostPort(f[1], f[2]), JoinHostPort(f[3], f[4])};
 }
 
@@ -204,13 +187,13 @@ void SentinelWatch::Drop(const std::string& why) {
     failing_ = true;
   }
   backoff_ms_ = std::clamp(backoff_ms_ * 2, kWatchBackoffMinMs, kWatchBackoffMaxMs);
-  next_attempt_ms_ = NowMs() + backoff_ms_;
+  next_attempt_ms_ = MonotonicMs() + backoff_ms_;
 }
 
 std::vector<SwitchMaster> SentinelWatch::Poll() {
   std::vector<SwitchMaster> seen;
   if (options_.sentinels.empty()) return seen;
-  int64_t now = NowMs();
+  int64_t now = MonotonicMs();
   if (!ctx_) {
     if (now < next_attempt_ms_) return seen;
     std::string sentinel = options_.sentinels[next_ % options_.sentinels.size()];
@@ -229,7 +212,7 @@ std::vector<SwitchMaster> SentinelWatch::Poll() {
     }
     failing_ = false;
     backoff_ms_ = 0;
-    last_rx_ms_ = last_ping_ms_ = NowMs();
+    last_rx_ms_ = last_ping_ms_ = MonotonicMs();
     return seen;
   }
   pollfd p{ctx_->fd, POLLIN, 0};

@@ -29,6 +29,7 @@
 
 #include "common/c_handles.h"
 #include "common/status.h"
+#include "common/text.h"  // JoinHostPort
 
 namespace djinn {
 
@@ -51,8 +52,6 @@ RedisOptions RedisOptionsFor(const RedisConfig& config, std::chrono::millisecond
 // 127.0.0.1:26379, 127.0.0.1:26380".
 std::string DescribeRedis(const RedisConfig& config);
 
-// "host:port", "[v6]:port" for an address with a colon.
-std::string JoinHostPort(std::string_view host, std::string_view port);
 
 // The reply to SENTINEL get-master-addr-by-name: a two-element array
 // [ip, port] becomes "ip:port". A nil (the sentinel does not monitor that

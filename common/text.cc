@@ -14,4 +14,20 @@ std::string Printable(std::string_view s, size_t max) {
   return out;
 }
 
+int ParsePort(std::string_view s) {
+  if (s.empty() || s.size() > 5) return 0;
+  int p = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return 0;
+    p = p * 10 + (c - '0');
+  }
+  return p <= 65535 ? p : 0;
+}
+
+std::string JoinHostPort(std::string_view host, std::string_view port) {
+  std::string h(host);
+  if (h.find(':') != std::string::npos) h = "[" + h + "]";
+  return h + ":" + std::string(port);
+}
+
 }  // namespace djinn

@@ -13,6 +13,12 @@ namespace djinn {
 // and "..." added. (Payload errors escape as \xNN instead: common/payload.cc.)
 std::string Printable(std::string_view s, size_t max = 100);
 
+// A TCP port in decimal, digits only, 1 to 65535; 0 when s is not one.
+int ParsePort(std::string_view s);
+
+// "host:port", or "[host]:port" for an IPv6 address (a host with a ':').
+std::string JoinHostPort(std::string_view host, std::string_view port);
+
 }  // namespace djinn
 
 #endif  // DJINN_COMMON_TEXT_H_

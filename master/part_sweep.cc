@@ -26,10 +26,6 @@ struct CloseDir {
 };
 using DirPtr = std::unique_ptr<DIR, CloseDir>;
 
-bool EndsWith(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // Opens name beneath dir as a directory, never through a link. Invalid
 // (errno set) for anything else.
 UniqueFd OpenSubdir(int dir, const std::string& name) {
@@ -119,11 +115,11 @@ void SweepDriverDir(int dir, const std::string& where, int64_t now, int64_t max_
   for (const std::string& name : names) {
     if (name.size() < 2 || name[0] != '.') continue;
     std::string part;
-    if (EndsWith(name, kPartSuffix)) {
+    if (name.ends_with(kPartSuffix)) {
       part = name;
-    } else if (EndsWith(name, meta)) {
+    } else if (name.ends_with(meta)) {
       part = name.substr(0, name.size() - std::strlen(kPartMetaSuffix));
-    } else if (EndsWith(name, meta_tmp)) {
+    } else if (name.ends_with(meta_tmp)) {
       part = name.substr(0, name.size() - std::strlen(kPartMetaSuffix) - std::strlen(kTmpSuffix));
     } else {
       continue;
@@ -171,8 +167,7 @@ void SweepUserDir(int store_fd, const std::string& store, const std::string& use
 PartSweeper::PartSweeper(int64_t period_ms) : period_ms_(period_ms) {}
 
 void PartSweeper::Tick(const std::string& store, int64_t now_ms) {
-  if (!in_pass() && (!started_ || now_ms >= next_pass_ms_)) {
-    started_ = true;
+  if (!in_pass() && now_ms >= next_pass_ms_) {  // next_pass_ms_ 0: the first tick
     next_pass_ms_ = now_ms + period_ms_;
     StartPass(store);
     if (!in_pass()) {

@@ -69,7 +69,6 @@ class PartSweeper {
 
   int64_t period_ms_;
   int64_t next_pass_ms_ = 0;
-  bool started_ = false;
   std::string store_;
   std::vector<std::string> pending_;  // user directories left in this pass
   PartSweepStats stats_;

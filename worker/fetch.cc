@@ -830,7 +830,8 @@ Status PartFile::Reserve(const FetchTarget& target, bool* busy, const DownloadId
         }
         if (unlinkat(dir.get(), part_.c_str(), 0) != 0 && errno != ENOENT)
           return Err("removing the abandoned " + PartPath(), errno);
-        unlinkat(dir.get(), (part_ + ".meta").c_str(), 0);
+        for (const char* sidecar : {".meta", ".meta.tmp"})
+          unlinkat(dir.get(), (part_ + sidecar).c_str(), 0);
         LOG_WARN("removed %s: abandoned (uid %u, last written %llds ago); every host sharing a "
                  "store should run its workers as the same user",
                  PartPath().c_str(), static_cast<unsigned>(other.st_uid),
@@ -1037,6 +1038,11 @@ Status PartFile::ConfirmNoSpace(const StoreConfig& store, uint64_t needed) const
   Result<StoreSpace> space = GetStoreSpace(fd_.get(), store);
   if (!space.ok()) return space.status();
   const std::string& where = store.path.empty() ? dir_path_ : store.path;
+  // More than the file system could ever hold beside its floor: no wait
+  // would help (an honest download process refuses such an image itself),
+  // so this is not the store's outage; a hostile child claiming it cannot
+  // hold its job back forever.
+  if (space->total <= space->floor || needed > space->total - space->floor) return Status::Ok();
   if (Status st = CheckStoreSpace(*space, needed + kSpaceSlack, where); !st.ok()) {
     // Said with what the download still had to write, not the slack.
     Status plain = CheckStoreSpace(*space, needed, where);

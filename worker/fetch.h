@@ -293,7 +293,6 @@ class PartFile {
   // and this try starts from byte 0.
   Status Reserve(const FetchTarget& target, bool* busy, const DownloadIdentity* resume = nullptr);
   void SetForeignStaleAfter(int64_t seconds) { foreign_stale_after_ = seconds; }
-  int64_t foreign_stale_after() const { return foreign_stale_after_; }
   bool reserved() const { return fd_.valid(); }
   uint64_t resume_from() const { return resume_from_; }
   const PartValidator& resume_validator() const { return resume_validator_; }
@@ -336,7 +335,9 @@ class PartFile {
   // the caller): kUnavailable when the store is below its floor plus
   // needed (1 MiB of slack), or when 1 MiB more cannot be allocated to
   // the file (an exhausted quota, which statvfs does not show); Ok when
-  // there is room after all.
+  // there is room after all, or when needed is more than the file system
+  // could ever hold beside its floor (waiting would not help: the job's
+  // attempt is counted).
   Status ConfirmNoSpace(const StoreConfig& store, uint64_t needed) const;
   const std::string& path() const { return path_; }  // the final path
 

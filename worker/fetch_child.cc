@@ -247,8 +247,10 @@ void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks
     rep->confined = true;
   } else if (tag == 'P') {
     if (hooks.set_progress) hooks.set_progress(Printable(line, 40));
-  } else if (tag == 'N') {
-    rep->space_needed = std::strtoull(std::string(line.substr(0, 20)).c_str(), nullptr, 10);
+  } else if (tag == 'N' && !line.empty() && line.size() <= 19 &&
+             line.find_first_not_of("0123456789") == std::string_view::npos) {
+    // Digits only, below 10^19: no wrap; anything else is ignored (0).
+    rep->space_needed = std::strtoull(std::string(line).c_str(), nullptr, 10);
   } else if (tag == 'V') {
     bool restarted = false;
     std::optional<PartValidator> v = DecodeValidatorReport(line, &restarted);

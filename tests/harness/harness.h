@@ -40,6 +40,11 @@ bool WaitFor(const std::function<bool()>& pred,
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& content, int mode = 0644);
 bool FileExists(const std::string& path);
+// How many times `what` occurs in text (not overlapping), as in a log.
+size_t CountOf(const std::string& text, const std::string& what);
+// Seconds since the epoch, with fractions (for timestamps the database or
+// a log also writes).
+double UnixNow();
 std::string Sha256Hex(const std::string& bytes);
 
 // Runs a command to completion; returns its exit status (-1 on failure to

@@ -389,6 +389,30 @@ bool PostgresServer::ExecIn(const std::string& db, const std::string& sql, std::
   return ok;
 }
 
+bool PostgresServer::CreateFinishAudit(std::string* out) {
+  return Exec(R"(
+CREATE TABLE finish_log (
+  download_id INT NOT NULL,
+  server_port INT,
+  at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION log_finish() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = public AS $$
+BEGIN
+  INSERT INTO finish_log (download_id, server_port) VALUES (NEW.id, inet_server_port());
+  RETURN NEW;
+END $$;
+CREATE TRIGGER log_finish AFTER UPDATE OF finished_at ON image_downloads
+  FOR EACH ROW WHEN (NEW.finished_at IS NOT NULL) EXECUTE FUNCTION log_finish();
+)",
+              out);
+}
+
+std::string PostgresServer::FinishedMoreThanOnce() {
+  return Query1("SELECT string_agg(download_id || ' x' || n, ', ') FROM (SELECT download_id, "
+                "count(*) AS n FROM finish_log GROUP BY 1 HAVING count(*) <> 1) t");
+}
+
 bool PostgresServer::Exec(const std::string& sql, std::string* out) {
   return ExecIn(database_, sql, out);
 }

@@ -88,6 +88,15 @@ class PostgresServer {
   // failure (ADD_FAILURE naming the SQL).
   std::string Query1(const std::string& sql);
 
+  // After CreateDjinnSchema: table finish_log gets a row (download_id,
+  // server_port, at) for every write of a finished image_downloads row,
+  // whoever makes it (a trigger running as its owner). A row finished
+  // twice, or on another server (a failover), shows there.
+  bool CreateFinishAudit(std::string* out = nullptr);
+  // From finish_log: "id xN, ..." for every row not finished exactly once
+  // among those logged ("" when each was finished once).
+  std::string FinishedMoreThanOnce();
+
   // Database "djinn" with the Djinn tables of DESIGN §4 and the login role
   // djinn_consumer (password consumer_password()) holding only CONNECT,
   // USAGE on public, SELECT on images, SELECT+UPDATE on image_downloads.

@@ -203,11 +203,6 @@ class DiskSpaceTest : public ::testing::Test {
       return ::testing::AssertionFailure() << j.id << ": stored bytes differ";
     return ::testing::AssertionSuccess();
   }
-  static size_t Occurrences(const std::string& text, const std::string& what) {
-    size_t n = 0;
-    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-    return n;
-  }
 
   static Env* env_;
 };
@@ -217,7 +212,7 @@ DiskSpaceTest::Env* DiskSpaceTest::env_ = nullptr;
 // finish as soon as the ballast is gone (the worker looks every second).
 TEST_F(DiskSpaceTest, JobsWaitBelowTheFloorAndFinishWhenSpaceIsFreed) {
   ASSERT_TRUE(LeaveFree(kFloor - 4 * kMiB));
-  const size_t holds_before = Occurrences(daemon().Log(), "holding jobs back");
+  const size_t holds_before = CountOf(daemon().Log(), "holding jobs back");
   Job a = Submit(env().http.url("files/small.qcow2"));
   Job b = Submit(env().http.url("files/small.qcow2"));
   const std::string line = "MiB free, below min_free 16.0 MiB; downloads wait";
@@ -229,7 +224,7 @@ TEST_F(DiskSpaceTest, JobsWaitBelowTheFloorAndFinishWhenSpaceIsFreed) {
   ExpectWaiting(a);
   ExpectWaiting(b);
   std::string log = daemon().Log();
-  EXPECT_EQ(Occurrences(log, "holding jobs back"), holds_before + 1) << log;
+  EXPECT_EQ(CountOf(log, "holding jobs back"), holds_before + 1) << log;
   EXPECT_EQ(log.find("; retry "), std::string::npos) << log;
 
   auto freed = std::chrono::steady_clock::now();
@@ -308,6 +303,10 @@ TEST_F(DiskSpaceTest, EnospcIsAnOutageAndTheWorkerConfirmsIt) {
   EXPECT_TRUE(confirmed.unavailable()) << confirmed.message();
   EXPECT_NE(confirmed.message().find("store " + dir.path() + ": "), std::string::npos)
       << confirmed.message();
+  // A claim of more than the file system could ever hold (a hostile child's
+  // "N", up to the largest number) is no outage: waiting would not help.
+  EXPECT_TRUE(file.ConfirmNoSpace(store, 4 * kMiB).ok());
+  EXPECT_TRUE(file.ConfirmNoSpace(store, UINT64_MAX).ok());
   file.Discard();
 }
 

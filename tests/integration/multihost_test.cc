@@ -84,16 +84,7 @@ class MultihostTest : public ::testing::Test {
     // Counts every UPDATE that finishes a row (download_job's step 4), as
     // the table's owner, whoever runs it.
     std::string out;
-    ASSERT_TRUE(pg_->Exec(R"sql(
-        CREATE TABLE finish_log (download_id INT NOT NULL, at TIMESTAMPTZ DEFAULT clock_timestamp());
-        CREATE FUNCTION log_finish() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-          SET search_path = public AS $$
-          BEGIN INSERT INTO finish_log (download_id) VALUES (NEW.id); RETURN NEW; END $$;
-        CREATE TRIGGER finish_audit AFTER UPDATE OF finished_at ON image_downloads
-          FOR EACH ROW WHEN (NEW.finished_at IS NOT NULL) EXECUTE FUNCTION log_finish();
-        )sql",
-                          &out))
-        << out;
+    ASSERT_TRUE(pg_->CreateFinishAudit(&out)) << out;
     http_ = std::make_unique<HttpServer>();
     http_->BindTo(svc);
     ASSERT_TRUE(http_->Start(files_.path()));
@@ -292,9 +283,7 @@ TEST_F(MultihostTest, HostKilledMidRunEveryJobFinishesExactlyOnce) {
   EXPECT_EQ(pg_->Query1("SELECT count(*) FROM finish_log"), std::to_string(kJobs));
   EXPECT_EQ(pg_->Query1("SELECT count(DISTINCT download_id) FROM finish_log"),
             std::to_string(kJobs));
-  EXPECT_EQ(pg_->Query1("SELECT string_agg(download_id || ' x' || n, ', ') FROM (SELECT "
-                        "download_id, count(*) n FROM finish_log GROUP BY 1 HAVING count(*) > 1) d"),
-            "")
+  EXPECT_EQ(pg_->FinishedMoreThanOnce(), "")
       << "rows finished more than once";
 
   // The store: one file per image, whole, nothing else (no .part left).

@@ -35,12 +35,6 @@ pid_t WaitBusy(const Daemon& d, const std::string& what) {
   return busy;
 }
 
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = 0; (p = text.find(what, p)) != std::string::npos; p += what.size()) n++;
-  return n;
-}
-
 TEST_F(QueueTest, JobsRunInFifoOrder) {
   Daemon d(Opts(1));
   std::vector<std::pair<std::string, std::string>> jobs;
@@ -80,7 +74,7 @@ TEST_F(QueueTest, TransientFailureRetriesWithBackoffThenDies) {
   Envelope e = Stored("flaky-1");
   EXPECT_EQ(e.attempt, 3);
   EXPECT_EQ(e.data, R"({"job":"fail"})");
-  EXPECT_EQ(Count(d.Log(), "job flaky-1: fail: failing on purpose"), 3u) << d.Log();
+  EXPECT_EQ(CountOf(d.Log(), "job flaky-1: fail: failing on purpose"), 3u) << d.Log();
   EXPECT_NE(d.Log().find("job flaky-1: fail: failing on purpose (attempts exhausted); moved to dead set"),
             std::string::npos);
 }
@@ -135,13 +129,13 @@ TEST_F(QueueTest, PoisonMessagesGoStraightToDeadWithDataKept) {
   EXPECT_EQ(Stored("p-unknown").data, R"({"job":"make_coffee"})");
   std::string log = d.Log();
   for (const char* id : {"p-envelope", "p-neither", "p-unknown", "p-missing", "p-mistyped"})
-    EXPECT_EQ(Count(log, std::string("job ") + id + ": "), 1u) << id << "\n" << log;
+    EXPECT_EQ(CountOf(log, std::string("job ") + id + ": "), 1u) << id << "\n" << log;
   EXPECT_NE(log.find("unknown job \"make_coffee\""), std::string::npos) << log;
   // Nothing was retried, and the worker goes on.
   EXPECT_EQ(client_->Int({"ZCARD", "jobs:scheduled"}), 0);
   Push("after-poison", R"({"job":"ping"})");
   ASSERT_TRUE(WaitFor([&] { return Gone("after-poison"); })) << d.Log();
-  EXPECT_EQ(Count(log, "started (pid"), 1u) << "a worker died:\n" << log;
+  EXPECT_EQ(CountOf(log, "started (pid"), 1u) << "a worker died:\n" << log;
 }
 
 TEST_F(QueueTest, OrphansOfExpiredConsumerAreRequeued) {
@@ -170,7 +164,7 @@ TEST_F(QueueTest, KilledBusyWorkerJobRunsAgainWithAttemptPlusOne) {
                            ") killed by signal 9 (SIGKILL), out of memory?; requeued (attempt 1)"))
       << d.Log();
   ASSERT_TRUE(WaitFor([&] { return Gone("victim-1"); }, seconds(20))) << d.Log();
-  EXPECT_EQ(Count(d.Log(), "job victim-1 (sleep): done"), 1u);
+  EXPECT_EQ(CountOf(d.Log(), "job victim-1 (sleep): done"), 1u);
   ExpectQueueEmpty();
 }
 
@@ -183,7 +177,7 @@ TEST_F(QueueTest, JobThatKillsItsWorkerEveryTimeEndsDead) {
   Push("pill-1", R"({"job":"crash"})");
   ASSERT_TRUE(WaitFor([&] { return Dead("pill-1"); }, seconds(30))) << d.Log();
   EXPECT_EQ(Stored("pill-1").attempt, 3);
-  EXPECT_EQ(Count(d.Log(), "job pill-1: its worker"), 3u) << d.Log();
+  EXPECT_EQ(CountOf(d.Log(), "job pill-1: its worker"), 3u) << d.Log();
   EXPECT_TRUE(d.WaitForLog("attempts exhausted (3), moved to dead set"));
   // The worker comes back and serves other jobs.
   Push("after-pill", R"({"job":"ping"})");

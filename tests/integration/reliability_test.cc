@@ -28,12 +28,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) n++;
-  return n;
-}
-
 // Alive and not a zombie.
 bool Alive(pid_t pid) {
   std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
@@ -115,8 +109,8 @@ class OutageTest : public ReliabilityTest {
       EXPECT_FALSE(Dead(j.id)) << j.id;
     }
     std::string log = d.Log();
-    EXPECT_EQ(Count(log, "; retry "), 0u) << log;
-    EXPECT_EQ(Count(log, "moved to dead set"), 0u) << log;
+    EXPECT_EQ(CountOf(log, "; retry "), 0u) << log;
+    EXPECT_EQ(CountOf(log, "moved to dead set"), 0u) << log;
     EXPECT_EQ(client_->Int({"ZCARD", "jobs:dead"}), 0);
     EXPECT_EQ(client_->Int({"ZCARD", "jobs:scheduled"}), 0);
   }
@@ -147,8 +141,8 @@ TEST_F(OutageTest, PostgresOutageHoldsJobsBackAndKillsNone) {
   ExpectAllDone(jobs, d);
   std::string log = d.Log();
   // One line per worker when the outage starts, one when it ends.
-  EXPECT_LE(Count(log, "a dependency is unavailable"), 2u) << log;
-  EXPECT_GE(Count(log, "dependency available again after"), 1u) << log;
+  EXPECT_LE(CountOf(log, "a dependency is unavailable"), 2u) << log;
+  EXPECT_GE(CountOf(log, "dependency available again after"), 1u) << log;
   EXPECT_TRUE(d.Running());
 }
 
@@ -213,9 +207,9 @@ TEST_F(ReliabilityTest, RedisOutageWithJobsInFlightLosesAndCountsNothing) {
     ASSERT_TRUE(WaitFor([&] { return Gone("slow-" + std::to_string(i)); }, seconds(60))) << d.Log();
   std::string log = d.Log();
   for (int i = 0; i < 6; i++)
-    EXPECT_EQ(Count(log, "job slow-" + std::to_string(i) + " (sleep): done"), 1u) << log;
+    EXPECT_EQ(CountOf(log, "job slow-" + std::to_string(i) + " (sleep): done"), 1u) << log;
   EXPECT_EQ(client_->Int({"ZCARD", "jobs:dead"}), 0);
-  EXPECT_EQ(Count(log, "requeued (attempt"), 0u) << log;
+  EXPECT_EQ(CountOf(log, "requeued (attempt"), 0u) << log;
   EXPECT_TRUE(d.Running());
 }
 
@@ -269,7 +263,7 @@ TEST_P(MasterDeathTest, WorkersLeaveAndNoJobRunsTwice) {
   EXPECT_EQ(requeued, 0) << "the job was requeued while its worker still ran it";
   EXPECT_TRUE(Gone("long-1"));
   std::string log = d->Log();
-  EXPECT_EQ(Count(log, "job long-1 (sleep): done"), 1u) << log;
+  EXPECT_EQ(CountOf(log, "job long-1 (sleep): done"), 1u) << log;
   EXPECT_NE(log.find("is gone; finishing job long-1, heartbeating consumer"), std::string::npos) << log;
   EXPECT_EQ(client_->Str({"ZSCORE", "jobs:consumers", key}), "") << "the orphan did not unregister";
 
@@ -325,7 +319,7 @@ TEST_F(ReliabilityTest, ReloadToAnotherQueueFinishesOldJobsOnTheOldQueue) {
   EXPECT_EQ(client_->Int({"HLEN", "jobs:data"}), 0);
   EXPECT_EQ(client_->Int({"ZCARD", "jobs:dead"}), 0);
   EXPECT_TRUE(client_->List({"KEYS", "jobs:inflight:*"}).empty());
-  EXPECT_EQ(Count(d.Log(), "job old-1 (sleep): done"), 1u);
+  EXPECT_EQ(CountOf(d.Log(), "job old-1 (sleep): done"), 1u);
 }
 
 // Reloads faster than old workers drain: beyond 4 live generations the

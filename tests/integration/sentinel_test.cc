@@ -30,16 +30,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) n++;
-  return n;
-}
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 class SentinelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { signal(SIGPIPE, SIG_IGN); }
@@ -85,16 +75,20 @@ TEST_F(SentinelTest, UnknownMasterNameIsNamedAndJobsWaitForAFixedConfig) {
                      ": does not know master \"nosuch\"; " + s[1] + ": does not know master \"nosuch\"; " +
                      s[2] + ": does not know master \"nosuch\")";
   // The master's line and the worker's.
-  ASSERT_TRUE(WaitFor([&] { return Count(d.Log(), want) >= 2; })) << d.Log();
+  ASSERT_TRUE(WaitFor([&] { return CountOf(d.Log(), want) >= 2; })) << d.Log();
   RedisClient client(cluster_->MasterPort());
   client.PushLikeCurlyqV040("wrongname", "wait-1", JsonJobEnvelope("wait-1", R"({"job":"sleep","ms":1})"));
+  // It waits: nobody takes it for 2 s (two of the workers' retries), and
+  // the daemon stays up.
+  EXPECT_FALSE(WaitFor([&] { return client.Int({"LLEN", "wrongname:active"}) != 1; }, seconds(2)))
+      << d.Log();
   EXPECT_TRUE(d.Running());
-  EXPECT_EQ(client.Int({"LLEN", "wrongname:active"}), 1);
 
   ASSERT_NO_FATAL_FAILURE(UseSentinels(d, cluster_->master_name()));
   ASSERT_TRUE(d.Signal(SIGHUP));
   ASSERT_TRUE(WaitFor([&] { return client.Int({"HEXISTS", "wrongname:data", "wait-1"}) == 0; }))
       << d.Log();
+  EXPECT_TRUE(d.WaitForLog("job wait-1 (sleep): done")) << d.Log();  // ran, not lost
   EXPECT_EQ(client.Int({"ZCARD", "wrongname:dead"}), 0);
   EXPECT_EQ(d.Stop(), 0) << d.Log();
 }
@@ -103,6 +97,8 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
   PostgresServer pg;
   ASSERT_TRUE(pg.Start());
   ASSERT_TRUE(pg.CreateDjinnSchema());
+  std::string audit;
+  ASSERT_TRUE(pg.CreateFinishAudit(&audit)) << audit;
   TempDir files("djinn-sentinel-files");
   HttpServer http;
   ASSERT_TRUE(http.Start(files.path()));
@@ -126,7 +122,9 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
   };
   std::vector<Job> before, after;
   int serial = 0;
-  auto push = [&](RedisClient& client, std::vector<Job>* into) {
+  // slow: served at 32 KiB/s (2 s), so that it is still running when the
+  // master fails over.
+  auto push = [&](RedisClient& client, std::vector<Job>* into, bool slow = false) {
     Job j;
     std::string name = "sent-" + std::to_string(++serial);
     j.hash = name;
@@ -134,7 +132,7 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
     j.body.resize(64 * 1024, 'q');
     WriteFile(files.Sub(name + ".qcow2"), j.body);
     int image = pg.AddImage(7, "qemu", j.hash);
-    std::string url = http.url("files/" + name + ".qcow2");
+    std::string url = http.url((slow ? "trickle/32768/" : "files/") + name + ".qcow2");
     j.download = pg.AddDownload(image, url);
     j.id = "dl-" + name;
     std::string payload = nlohmann::json{{"job", "download_job"}, {"id", j.download},
@@ -150,11 +148,14 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
   {
     RedisClient producer(old_master);
     for (int batch = 0; batch < 5; batch++) {
-      push(producer, &before);
-      push(producer, &before);
+      const bool last = batch == 4;  // both workers busy with it at the failover
+      push(producer, &before, last);
+      push(producer, &before, last);
       ASSERT_EQ(producer.Int({"WAIT", "1", "1000"}), 1) << "batch " << batch << " not replicated";
-      std::this_thread::sleep_for(milliseconds(100));
+      if (!last) std::this_thread::sleep_for(milliseconds(100));  // a steady stream
     }
+    // Not a failover of an idle queue: replicated jobs are unacked.
+    ASSERT_GT(producer.Int({"HLEN", "jobs:data"}), 0);
   }
 
   double failover_at = UnixNow();
@@ -175,7 +176,7 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
     for (int batch = 0; batch < 5; batch++) {
       push(producer, &after);
       push(producer, &after);
-      std::this_thread::sleep_for(milliseconds(100));
+      std::this_thread::sleep_for(milliseconds(100));  // a steady stream
     }
   }
 
@@ -201,12 +202,17 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
   EXPECT_EQ(check.Int({"ZCARD", "jobs:dead"}), 0);
   EXPECT_EQ(check.Int({"ZCARD", "jobs:scheduled"}), 0);
 
+  // Each row finished exactly once as the database sees it.
+  EXPECT_EQ(pg.Query1("SELECT count(DISTINCT download_id) FROM finish_log"),
+            std::to_string(before.size() + after.size()));
+  EXPECT_EQ(pg.FinishedMoreThanOnce(), "");
+
   std::string moved = "redis: sentinel says master \"mymaster\" moved from 127.0.0.1:" +
                       std::to_string(old_master) + " to 127.0.0.1:" + std::to_string(new_master);
   ASSERT_TRUE(d.WaitForLog(moved)) << d.Log();
   std::string log = d.Log();
-  EXPECT_EQ(Count(log, "; retry "), 0u) << log;
-  EXPECT_EQ(Count(log, "moved to dead set"), 0u) << log;
+  EXPECT_EQ(CountOf(log, "; retry "), 0u) << log;
+  EXPECT_EQ(CountOf(log, "moved to dead set"), 0u) << log;
   EXPECT_TRUE(d.Running());
 
   std::string ids;
@@ -217,7 +223,7 @@ TEST_F(SentinelTest, FailoverLosesNoReplicatedJobAndFinishesEachOnce) {
                     .c_str());
   // At-least-once across a failover: a job whose ack died with the old
   // master runs again and finds its row finished.
-  size_t repeated = Count(log, "finished already (a repeated delivery)");
+  size_t repeated = CountOf(log, "finished already (a repeated delivery)");
   std::printf("[ MEASURE  ] sentinel failover -> sentinels name the new master: %.2f s; "
               "failover -> first job finished through it: %.2f s; "
               "%zu + %zu jobs, %zu repeated deliveries\n",

@@ -35,12 +35,6 @@ class SupervisorTest : public ::testing::Test {
 };
 RedisServer* SupervisorTest::redis_ = nullptr;
 
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = 0; (p = text.find(what, p)) != std::string::npos; p += what.size()) n++;
-  return n;
-}
-
 TEST_F(SupervisorTest, StartsConfiguredWorkersWithTitles) {
   Daemon d(Opts(3));
   ASSERT_TRUE(d.Start());
@@ -154,7 +148,7 @@ TEST_F(SupervisorTest, Usr1ReopensLogInMasterAndWorkers) {
   ASSERT_TRUE(d.Signal(SIGUSR1));
   ASSERT_TRUE(WaitFor([&] {
     std::string log = ReadFile(d.log_path());
-    return Count(log, "log file reopened") == 3;  // master and both workers
+    return CountOf(log, "log file reopened") == 3;  // master and both workers
   })) << ReadFile(d.log_path());
   std::string fresh = ReadFile(d.log_path());
   EXPECT_NE(fresh.find("master: log file reopened"), std::string::npos);
@@ -186,7 +180,7 @@ TEST_F(SupervisorTest, WorkerFailingItsSandboxIsThrottled) {
   std::string log = d.Log();
   EXPECT_NE(log.find("exited with code 3 (sandbox set-up failed)"), std::string::npos) << log;
   // Delays 1 s, 2 s, 4 s: three respawns at most by now, not a tight loop.
-  EXPECT_LE(Count(log, "worker 1 started"), 4u) << log;
+  EXPECT_LE(CountOf(log, "worker 1 started"), 4u) << log;
   EXPECT_TRUE(d.Running());
 }
 

@@ -680,6 +680,8 @@ TEST_F(ConfigTest, MinFreeIsBytesOrPercentDefaultTheSmallerOfBoth) {
   // Djinn's syntax takes a bare size too.
   auto d = Load(std::string(kDjinnMinimal) + "store images {\n\tmin_free 3GB\n}\n");
   ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->store.min_free_bytes, static_cast<int64_t>(3 * GiB));
+  EXPECT_EQ(d->store.min_free_percent, -1);
 }
 
 TEST_F(ConfigTest, ProxyIsCheckedAndItsPasswordNeverPrinted) {
@@ -702,6 +704,7 @@ TEST_F(ConfigTest, ProxyIsCheckedAndItsPasswordNeverPrinted) {
             std::string::npos);
   EXPECT_EQ(ftp.status().message().find("pw"), std::string::npos) << ftp.status().message();
   EXPECT_FALSE(with("proxy = \"http://h:1/path\";").ok());
+  EXPECT_FALSE(with("proxy = \"http://h:99999\";").ok());  // ParseUrl checks the port too
   EXPECT_NE(Error(std::string(kMinimal) + "download = { no_proxy = \"x\"; };\n")
                 .find("download.no_proxy: needs download.proxy"),
             std::string::npos);

@@ -284,10 +284,10 @@ TEST_F(RedisSentinelTest, UnblockedWaitDropsTheConnection) {
   ASSERT_TRUE(conn.Command({"PING"}).ok());
   std::thread demote([&] {
     testing::RedisClient admin(server.port());
-    testing::WaitFor([&] {
+    EXPECT_TRUE(testing::WaitFor([&] {
       std::string info = admin.Str({"INFO", "clients"});
       return info.find("blocked_clients:1") != std::string::npos;
-    });
+    })) << "the client never blocked";
     admin.Cmd({"REPLICAOF", "127.0.0.1", std::to_string(testing::FreePort())});
   });
   Status st = conn.BlockingCommand({"BLMOVE", "a", "b", "LEFT", "RIGHT", "5"}, milliseconds(5000)).status();
