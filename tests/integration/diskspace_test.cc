@@ -256,6 +256,10 @@ TEST_F(DiskSpaceTest, KnownSizeThatWouldCrossTheFloorWaitsAndOneTooLargeIsRecord
                                   seconds(10)))
       << daemon().Log();
   ExpectWaiting(big);
+  // Not a byte written: no .part, or an empty one.
+  const std::string part = daemon().store() + "/" + std::to_string(kUserId) + "/qemu/." + big.hash + ".part";
+  struct stat st {};
+  EXPECT_TRUE(stat(part.c_str(), &st) != 0 || st.st_size == 0) << part << ": " << st.st_size << " bytes";
   fs::remove(Ballast());
   EXPECT_TRUE(WaitStored(big, HttpServer::BigBody(size)));
 }
@@ -266,11 +270,18 @@ TEST_F(DiskSpaceTest, UnknownSizeStopsBeforeTheFloor) {
   ASSERT_TRUE(LeaveFree(kFloor + 8 * kMiB));
   const uint64_t size = 12 * kMiB;
   Job j = Submit(env().http.url("big/" + std::to_string(size) + "?nolength=1"));
-  ASSERT_TRUE(daemon().WaitForLog("job " + j.id + " (download_job): store " + daemon().store(),
-                                  seconds(10)))
+  // Never below the floor, looked at every millisecond while it runs.
+  uint64_t least = UINT64_MAX;
+  const std::string stopped = "job " + j.id + " (download_job): store " + daemon().store();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        least = std::min(least, Avail(daemon().store()));
+        return daemon().Log().find(stopped) != std::string::npos;
+      },
+      seconds(10), milliseconds(1)))
       << daemon().Log();
   EXPECT_TRUE(daemon().WaitForLog("2.0 MiB more needed by an image")) << daemon().Log();
-  // Never below the floor: the transfer stopped, its .part is gone.
+  EXPECT_GE(least, kFloor);
   EXPECT_GE(Avail(daemon().store()), kFloor);
   ExpectWaiting(j);
   fs::remove(Ballast());

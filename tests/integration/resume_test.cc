@@ -24,7 +24,6 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "common/curly_queue.h"
 #include "common/envelope.h"
@@ -394,12 +393,10 @@ TEST_F(ResumeTest, SftpRetryResumesAtTheKeptByte) {
   // fails with a broken connection.
   const std::string part = PartPath(s);
   constexpr off_t kCutAfter = 6 << 20;
-  auto deadline = std::chrono::steady_clock::now() + seconds(20);
   struct stat st {};
-  while (!(stat(part.c_str(), &st) == 0 && st.st_size >= kCutAfter) &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  ASSERT_GE(st.st_size, kCutAfter) << "the transfer did not get going: " << daemon().Log();
+  ASSERT_TRUE(WaitFor([&] { return stat(part.c_str(), &st) == 0 && st.st_size >= kCutAfter; },
+                      seconds(20), milliseconds(1)))
+      << "the transfer did not get going: " << daemon().Log();
   // The whole tree first: a killed parent's children are reparented at once.
   std::vector<pid_t> sessions = ChildrenOf(sshd.pid());
   for (size_t i = 0; i < sessions.size(); ++i)
