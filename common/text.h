@@ -3,6 +3,7 @@
 #define DJINN_COMMON_TEXT_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,12 @@ namespace djinn {
 // byte outside printable ASCII becomes '?', and past `max` bytes it is cut
 // and "..." added. (Payload errors escape as \xNN instead: common/payload.cc.)
 std::string Printable(std::string_view s, size_t max = 100);
+
+// Lower-case hex of n bytes ("0a1b...").
+std::string HexLower(const unsigned char* bytes, size_t n);
+
+// A decimal number, digits only, that fits 64 bits; false otherwise.
+bool ParseU64(std::string_view s, uint64_t* out);
 
 // A TCP port in decimal, digits only, 1 to 65535; 0 when s is not one.
 int ParsePort(std::string_view s);

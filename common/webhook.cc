@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "common/c_handles.h"
+#include "common/text.h"
 
 namespace djinn {
 namespace {
@@ -43,17 +44,6 @@ std::string TakeOpenSslError() {
 
 Status OpenSslFailure(const char* what) {
   return Status::Permanent(std::string(what) + ": " + TakeOpenSslError());
-}
-
-std::string HexLower(const unsigned char* bytes, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[bytes[i] >> 4];
-    out += kHex[bytes[i] & 15];
-  }
-  return out;
 }
 
 // ------------------------------------------------------------ Go's JSON

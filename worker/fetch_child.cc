@@ -247,18 +247,17 @@ void HandleLine(std::string_view line, ChildReport* rep, const FetchHooks& hooks
     rep->confined = true;
   } else if (tag == 'P') {
     if (hooks.set_progress) hooks.set_progress(Printable(line, 40));
-  } else if (tag == 'N' && !line.empty() && line.size() <= 19 &&
-             line.find_first_not_of("0123456789") == std::string_view::npos) {
-    // Digits only, below 10^19: no wrap; anything else is ignored (0).
-    rep->space_needed = std::strtoull(std::string(line).c_str(), nullptr, 10);
+  } else if (tag == 'N') {
+    // Digits only, 64 bits; anything else leaves 0 (ConfirmNoSpace caps it).
+    if (!ParseU64(line, &rep->space_needed)) rep->space_needed = 0;
   } else if (tag == 'V') {
     bool restarted = false;
     std::optional<PartValidator> v = DecodeValidatorReport(line, &restarted);
     rep->validator = v ? *v : PartValidator{};  // garbled: nothing to keep
     rep->restarted = rep->restarted || restarted;
-  } else if (tag == 'L' && !rep->length && !line.empty() && line.size() <= 20 &&
-             line.find_first_not_of("0123456789") == std::string_view::npos) {
-    rep->length = std::strtoull(std::string(line).c_str(), nullptr, 10);
+  } else if (tag == 'L' && !rep->length) {
+    uint64_t n = 0;
+    if (ParseU64(line, &n)) rep->length = n;
   } else if (tag == 'S') {
     rep->sigsys = std::atoi(std::string(line.substr(0, 10)).c_str());
   } else if (tag == 'R' && !rep->have_result) {

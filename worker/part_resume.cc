@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "common/text.h"
 #include "common/url.h"
 
 namespace djinn {
@@ -16,18 +17,6 @@ constexpr size_t kMaxValidatorText = 256;
 // A sidecar saved this far in our future (clock stepped back) is not trusted.
 constexpr int64_t kClockSkewSeconds = 300;
 
-bool ParseU64(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    uint64_t next = v * 10 + static_cast<uint64_t>(c - '0');
-    if (next / 10 != v) return false;  // overflow
-    v = next;
-  }
-  *out = v;
-  return true;
-}
 
 bool ParseI64(std::string_view s, int64_t* out) {
   uint64_t v = 0;
@@ -70,13 +59,7 @@ std::string SourceDigest(const std::string& url) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(shown.data(), shown.size(), digest, &len, EVP_sha256(), nullptr) != 1) return "";
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 15];
-  }
-  return out;
+  return HexLower(digest, len);
 }
 
 std::string FormatPartMeta(const PartMeta& m) {
